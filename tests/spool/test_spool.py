@@ -1,0 +1,186 @@
+"""The spool keeps every accepted recording through crashes and refuses cleanly when full."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge.errors import IntegrityError, SpoolConflict, SpoolError, SpoolFull, StateError
+from edge.intake.ingest import Outcome
+from edge.spool import State
+from edge.spool.lifecycle import TRANSITIONS, Event, next_state
+
+from .helpers import FakeReceipt, make_ingestor, make_spool, put, sha
+
+
+def test_wal_and_full_sync_are_in_effect(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path)
+    conn = sqlite3.connect(tmp_path / "spool.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sp._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_accept_then_duplicate_then_conflict(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path)
+    ing = make_ingestor(sp)
+    out, r1 = put(ing, "rec-1", b"a" * 10000)
+    assert out is Outcome.CREATED and r1.sequence == 1 and r1.sha256 == sha(b"a" * 10000)
+    out, r2 = put(ing, "rec-1", b"a" * 10000)
+    assert out is Outcome.DUPLICATE and r2 == r1
+    with pytest.raises(SpoolConflict):
+        put(ing, "rec-1", b"b" * 10000)
+    files = list((tmp_path / "data").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("rec-1.")
+
+
+def test_sequence_is_monotonic_and_never_reused(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path)
+    ing = make_ingestor(sp)
+    seqs = [put(ing, f"r{i}", b"x")[1].sequence for i in range(3)]
+    for i in range(3):
+        sp.mark_receipted(FakeReceipt(f"r{i}", sp.require(f"r{i}").sealed_sha256))
+        sp.purge(f"r{i}")
+    sp.prune_purged(older_than_s=-1)
+    assert put(ing, "r-new", b"y")[1].sequence > max(seqs)
+
+
+def test_waiting_order_is_priority_then_sequence(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path)
+    ing = make_ingestor(sp)
+    put(ing, "bulk-1", b"1")
+    put(ing, "bulk-2", b"2")
+    put(ing, "urgent-1", b"3", priority=0)
+    assert [r.recording_id for r in sp.waiting()] == ["urgent-1", "bulk-1", "bulk-2"]
+    assert [r.recording_id for r in sp.waiting(max_priority=0)] == ["urgent-1"]
+
+
+def test_purge_only_after_receipt(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path)
+    ing = make_ingestor(sp)
+    put(ing, "r", b"data")
+    rec = sp.require("r")
+    path = sp.file_path(rec)
+    with pytest.raises(StateError):
+        sp.purge("r")
+    sp.claim("r")
+    with pytest.raises(StateError):
+        sp.purge("r")
+    assert path.exists()
+    with pytest.raises(IntegrityError, match="names sealed SHA-256"):
+        sp.mark_receipted(FakeReceipt("r", "0" * 64))
+    assert sp.require("r").state is State.SENDING
+    sp.mark_receipted(FakeReceipt("r", rec.sealed_sha256))
+    sp.purge("r")
+    after = sp.require("r")
+    assert after.state is State.PURGED and not path.exists() and after.receipt
+    assert after.sending_at and after.receipted_at and after.purged_at
+
+
+def test_lifecycle_table_has_no_path_from_waiting_to_purged_without_receipt() -> None:
+    # Exhaustive walk: purged is reachable only through receipted.
+    for (src, ev), dst in TRANSITIONS.items():
+        if dst is State.PURGED:
+            assert src is State.RECEIPTED and ev is Event.PURGE
+    with pytest.raises(StateError):
+        next_state(State.LOST, Event.CLAIM)
+
+
+def test_quota_refuses_new_and_keeps_old(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path, quota=60_000)
+    ing = make_ingestor(sp)
+    put(ing, "a", b"x" * 20_000)
+    put(ing, "b", b"x" * 20_000)
+    with pytest.raises(SpoolFull, match="quota"):
+        put(ing, "c", b"x" * 20_000)
+    assert {r.recording_id for r in sp.waiting()} == {"a", "b"}
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".tmp")]
+    assert sp.summary().refusing
+
+
+def test_free_space_reserve_refuses(tmp_path: Path) -> None:
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    sp = make_spool(tmp_path, reserve=free)  # nothing may be written
+    with pytest.raises(SpoolFull, match="reserve") as e:
+        put(make_ingestor(sp), "a", b"x")
+    assert e.value.key == "spool.disk_reserve"
+
+
+def test_recovery_removes_temps_quarantines_orphans_and_reports_lost(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path)
+    ing = make_ingestor(sp)
+    put(ing, "kept", b"k" * 100)
+    put(ing, "gone", b"g" * 100)
+    put(ing, "done", b"d" * 100)
+    sp.mark_receipted(FakeReceipt("done", sp.require("done").sealed_sha256))
+    sp.file_path(sp.require("gone")).unlink()
+    sp.file_path(sp.require("done")).unlink()
+    (tmp_path / "data" / ".tmp-x.seal.1.abcd").write_bytes(b"partial")
+    (tmp_path / "data" / "orphan.0011.seal").write_bytes(b"sealed but never indexed")
+    sp.close()
+
+    sp = make_spool(tmp_path)
+    with pytest.raises(SpoolError):
+        sp.recover_intake()  # needs the role lock
+    sp.acquire_role("intake")
+    rep = sp.recover_intake()
+    assert rep.temp_removed == [".tmp-x.seal.1.abcd"]
+    assert rep.quarantined == ["orphan.0011.seal"]
+    assert rep.lost == ["gone"] and rep.purged_leftovers == ["done"]
+    assert (tmp_path / "quarantine" / "orphan.0011.seal").read_bytes() == \
+        b"sealed but never indexed"
+    assert sp.require("gone").state is State.LOST
+    assert sp.require("kept").state is State.STORED
+    assert {e["kind"] for e in sp.events()} == {"lost", "quarantined"}
+    assert sp.recover_intake().clean
+
+
+def test_forwarder_recovery_returns_in_flight_rows(tmp_path: Path) -> None:
+    sp = make_spool(tmp_path)
+    put(make_ingestor(sp), "r", b"x")
+    sp.claim("r")
+    assert make_spool(tmp_path).recover_forwarder() == 1
+    assert sp.require("r").state is State.STORED
+
+
+def test_second_intake_on_same_spool_is_refused(tmp_path: Path) -> None:
+    a = make_spool(tmp_path)
+    a.acquire_role("intake")
+    with pytest.raises(SpoolError, match="already running"):
+        make_spool(tmp_path).acquire_role("intake")
+
+
+def test_several_processes_share_the_spool(tmp_path: Path) -> None:
+    """Two writer processes and this reader hammer one spool; every row lands once."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent.parent.parent)!r})
+        from pathlib import Path
+        from tests.spool.helpers import make_spool, make_ingestor, put, FakeReceipt
+        sp = make_spool(Path({str(tmp_path)!r}))
+        ing = make_ingestor(sp)
+        tag = sys.argv[1]
+        for i in range(40):
+            put(ing, f"{{tag}}-{{i}}", f"{{tag}}{{i}}".encode() * 50)
+            if i % 3 == 0:
+                rid = f"{{tag}}-{{i}}"
+                sp.claim(rid)
+                sp.mark_receipted(FakeReceipt(rid, sp.require(rid).sealed_sha256))
+                sp.purge(rid)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, tag]) for tag in ("p", "q")]
+    reader = make_spool(tmp_path)
+    while any(p.poll() is None for p in procs):
+        reader.summary()
+    assert [p.returncode for p in procs] == [0, 0]
+    rows = reader._query("SELECT recording_id, state FROM recordings")
+    assert len(rows) == 80
+    assert sum(r["state"] == "purged" for r in rows) == 28
+    seqs = [r["seq"] for r in reader._query("SELECT seq FROM recordings ORDER BY seq")]
+    assert seqs == sorted(set(seqs))
+    assert len(list((tmp_path / "data").iterdir())) == 80 - 28

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -73,9 +74,17 @@ class Office:
     def config(self) -> Config:
         return load_config(self.config_path)
 
+    tls_ca: Path | None = None
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_ca else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def client(self, **kw: Any) -> httpx.Client:
+        if self.tls_ca is not None:
+            kw.setdefault("verify", ssl.create_default_context(cafile=str(self.tls_ca)))
+        return httpx.Client(base_url=self.url, headers=self.auth, **kw)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -94,7 +103,8 @@ class Office:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"intake exited: {self.log_path.read_text()[-3000:]}")
             try:
-                httpx.get(self.url + "/openapi.json", timeout=0.5)
+                with self.client(timeout=0.5) as c:
+                    c.get("/openapi.json")
                 return
             except httpx.TransportError:
                 time.sleep(0.05)

@@ -164,11 +164,10 @@ def create_app(ctx: IntakeContext) -> Starlette:
                                  "stored: send the recording again", close=True)
                 buf += chunk
                 if len(buf) >= FLUSH_AT:
-                    data = bytes(buf)
-                    buf.clear()
+                    data, buf = buf, bytearray()
                     await to_thread.run_sync(upload.write, data)
             if buf:
-                await to_thread.run_sync(upload.write, bytes(buf))
+                await to_thread.run_sync(upload.write, buf)
             outcome, receipt = await to_thread.run_sync(upload.finish)
         except ClientDisconnect:
             await to_thread.run_sync(upload.abort)

@@ -171,7 +171,7 @@ class Upload:
             if alg in _DIGEST_ALGS and alg != "sha-256":
                 self._extra_hashes[alg] = _DIGEST_ALGS[alg]()
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.received += len(data)
         if self.received > self.declared_size:
             raise BadUpload(f"body is longer than Content-Length {self.declared_size}",

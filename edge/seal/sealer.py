@@ -65,26 +65,33 @@ class Sealer:
 
     def _emit(self, plaintext: bytes | bytearray | memoryview, last: bool) -> None:
         nonce = segment_nonce(self._prefix, self._index, last)
-        self._write(self._aes.encrypt(nonce, bytes(plaintext), self._aad))
+        self._write(self._aes.encrypt(nonce, plaintext, self._aad))
         self._index += 1
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         if self._finished:
             raise RuntimeError("sealer already finished")
         self._plain_hash.update(data)
         self._plain_size += len(data)
-        self._buf += data
         s = self._segment_size
-        # Keep at least one byte back: the final segment must carry the "last" flag, and we
-        # only know a segment is last when the body ends.
-        if len(self._buf) > s:
-            view = memoryview(self._buf)
-            start = 0
-            while len(self._buf) - start > s:
-                self._emit(view[start:start + s], last=False)
-                start += s
-            view.release()
-            del self._buf[:start]
+        view = memoryview(data)
+        start = 0
+        if self._buf:
+            # top up the partial segment first
+            take = min(s - len(self._buf), len(view))
+            self._buf += view[:take]
+            start = take
+            if len(self._buf) == s and start < len(view):
+                self._emit(self._buf, last=False)
+                self._buf = bytearray()
+        # Whole segments straight from the caller's buffer (no copy); keep at least one byte
+        # back, because the final segment must carry the "last" flag and we only know a
+        # segment is last when the body ends.
+        while len(view) - start > s and not self._buf:
+            self._emit(view[start:start + s], last=False)
+            start += s
+        if start < len(view):
+            self._buf += view[start:]
 
     def finish(self) -> SealResult:
         if self._finished:

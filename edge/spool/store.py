@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Protocol
 
 import sqlite_utils
 
-from edge.durable import TEMP_PREFIX, fsync_dir, publish_temp
+from edge.durable import TEMP_PREFIX, fsync_dir
 from edge.errors import IntegrityError, SpoolConflict, SpoolError, SpoolFull, SpoolNotFound
 from edge.seal.format import RECORDING_ID_RE, TAG_SIZE
 from edge.seal.manifest import Manifest
@@ -191,6 +191,28 @@ class SpoolSummary:
 
 
 @dataclass
+class _PendingCommit:
+    tmp: Path
+    seal: SealResult
+    recording_id: str
+    device_id: str
+    metadata: dict[str, str]
+    priority: int
+    sign: Callable[[Manifest], bytes]
+    name: str = ""
+    receipt: IntakeReceipt | None = None
+    result: tuple[IntakeReceipt, bool] | None = None
+    error: Exception | None = None
+    done: bool = False
+
+    def succeed(self, receipt: IntakeReceipt, created: bool) -> None:
+        self.result, self.done = (receipt, created), True
+
+    def fail(self, error: Exception) -> None:
+        self.error, self.done = error, True
+
+
+@dataclass
 class RecoveryReport:
     temp_removed: list[str]
     quarantined: list[str]
@@ -220,6 +242,10 @@ class Spool:
         for d in (self.dir, self.data_dir, self.quarantine_dir, self.lock_dir):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._commit_cv = threading.Condition()
+        self._pending: list[_PendingCommit] = []
+        self._committing = False
+        self._used_cache: tuple[float, int] | None = None  # (monotonic time, bytes)
         self._reserved = 0
         self._held_locks: dict[str, int] = {}
         self._conn = self._connect()
@@ -377,7 +403,12 @@ class Spool:
         """Raise SpoolFull if a recording of this size must be refused; return its estimate."""
         need = sealed_size_estimate(plaintext_size, self.segment_size)
         with self._lock:
-            used = self.used_bytes() + self._reserved
+            used = self._used_estimate() + self._reserved
+            if used + need > self.quota_bytes:
+                # the cache may be stale (the forwarder purged since): look again before
+                # refusing
+                self._used_cache = None
+                used = self._used_estimate() + self._reserved
             if used + need > self.quota_bytes:
                 raise SpoolFull(
                     f"storage quota reached ({used // 2**20} MiB of "
@@ -392,6 +423,21 @@ class Spool:
                     "on the workstation and upload it again later; call the technician",
                     key="spool.disk_reserve")
         return need
+
+    def _used_estimate(self) -> int:
+        """Bytes held, from a cache refreshed every few seconds. Only this process adds
+        recordings (it holds the intake lock) and adds them to the cache itself; other
+        processes only purge, so a stale value over-counts: it can refuse early, never
+        overfill."""
+        now = time.monotonic()
+        if self._used_cache is None or now - self._used_cache[0] > 2.0:
+            self._used_cache = (now, self.used_bytes())
+        return self._used_cache[1]
+
+    def _used_cache_add(self, n: int) -> None:
+        with self._lock:
+            if self._used_cache is not None:
+                self._used_cache = (self._used_cache[0], self._used_cache[1] + n)
 
     @contextlib.contextmanager
     def reservation(self, plaintext_size: int) -> Iterator[None]:
@@ -428,52 +474,127 @@ class Spool:
 
         If the id already exists (a concurrent retry won the race) our copy is removed and the
         existing receipt returned, or SpoolConflict raised when the content differs.
+
+        Group commit: uploads finishing at the same moment share one directory fsync and one
+        SQLite commit (leader/follower: whoever arrives while no batch is in progress commits
+        everything queued). The per-file order of durability is unchanged: every file is
+        fsynced, renamed and its directory fsynced before the transaction naming it commits.
         """
-        name = f"{recording_id}.{os.urandom(6).hex()}.seal"
-        final = self.data_dir / name
-        # Steps 1-2: file durable under its final name before any row points at it.
-        publish_temp(tmp, f, final)
+        # Step 1 (in the uploader's own thread, in parallel with other uploads): the sealed
+        # bytes and the file size reach the card.
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        item = _PendingCommit(tmp, seal, recording_id, device_id, metadata, priority, sign)
+        with self._commit_cv:
+            self._pending.append(item)
+            while not item.done:
+                if self._committing:
+                    self._commit_cv.wait()
+                    continue
+                self._committing = True
+                batch, self._pending = self._pending, []
+                self._commit_cv.release()
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    self._commit_cv.acquire()
+                    self._committing = False
+                    self._commit_cv.notify_all()
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _commit_batch(self, batch: list[_PendingCommit]) -> None:
+        # Step 2: each file appears under its final name; one fsync makes all the renames
+        # durable.
+        published: list[_PendingCommit] = []
+        try:
+            for it in batch:
+                it.name = f"{it.recording_id}.{os.urandom(6).hex()}.seal"
+                os.replace(it.tmp, self.data_dir / it.name)
+                published.append(it)
+            fsync_dir(self.data_dir)
+        except BaseException as e:
+            for it in batch:
+                self._discard_quietly(it.tmp)
+                if it in published:
+                    self._discard_quietly(self.data_dir / it.name)
+                it.fail(e if isinstance(e, Exception) else SpoolError(str(e)))
+            if not isinstance(e, Exception):
+                raise
+            return
+        # Step 3: one transaction for the batch (WAL + synchronous=FULL: on the card when
+        # COMMIT returns).
         stamp = now_stamp()
+        existing: dict[int, dict[str, Any]] = {}
         try:
             with self._tx() as conn:
-                existing = conn.execute("SELECT * FROM recordings WHERE recording_id = ?",
-                                        (recording_id,)).fetchone()
-                if existing is None:
-                    cur = conn.execute(
-                        "INSERT INTO recordings (recording_id, state, priority, file,"
-                        " plaintext_size, plaintext_sha256, sealed_size, sealed_sha256,"
-                        " workstation, operator, captured_at, content_type,"
-                        " stored_at, stored_boot_id, stored_boottime)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (recording_id, State.STORED.value, priority, name, seal.plaintext_size,
-                         seal.plaintext_sha256, seal.sealed_size, seal.sealed_sha256,
-                         metadata.get("workstation", ""), metadata.get("operator", ""),
-                         metadata.get("captured_at", ""), metadata.get("content_type", ""),
-                         stamp.wall, stamp.boot_id, stamp.boottime))
-                    seq = int(cur.lastrowid or 0)
-                    manifest = Manifest(
-                        device_id=device_id, recording_id=recording_id, seq=seq,
-                        plaintext_size=seal.plaintext_size,
-                        plaintext_sha256=seal.plaintext_sha256,
-                        sealed_size=seal.sealed_size, sealed_sha256=seal.sealed_sha256,
-                        suite=seal.suite, segment_size=seal.segment_size,
-                        stored_at=_iso(stamp.wall) or "",
-                        metadata={k: v for k, v in metadata.items() if v})
-                    conn.execute("UPDATE recordings SET manifest = ? WHERE seq = ?",
-                                 (sign(manifest), seq))
-            # Step 3 done: the commit returned, the row is on the card.
-        except BaseException:
-            self._discard(final)
-            raise
-        if existing is not None:
-            self._discard(final)
-            rec = Recording.from_row(dict(existing))
-            if rec.plaintext_sha256 != seal.plaintext_sha256:
-                raise SpoolConflict(
-                    f"recording {recording_id!r} already exists with different content: "
-                    "give the new recording a new id")
-            return rec.intake_receipt(), False
-        return self.require(recording_id).intake_receipt(), True
+                for i, it in enumerate(batch):
+                    row = conn.execute("SELECT * FROM recordings WHERE recording_id = ?",
+                                       (it.recording_id,)).fetchone()
+                    if row is not None:
+                        existing[i] = dict(row)
+                        continue
+                    self._insert_row(conn, it, stamp)
+        except BaseException as e:
+            for it in batch:
+                self._discard_quietly(self.data_dir / it.name)
+                it.fail(e if isinstance(e, Exception) else SpoolError(str(e)))
+            if not isinstance(e, Exception):
+                raise
+            return
+        # Only now is a recording accepted.
+        discarded = False
+        for i, it in enumerate(batch):
+            if i in existing:
+                (self.data_dir / it.name).unlink(missing_ok=True)
+                discarded = True
+                rec = Recording.from_row(existing[i])
+                if rec.plaintext_sha256 != it.seal.plaintext_sha256:
+                    it.fail(SpoolConflict(
+                        f"recording {it.recording_id!r} already exists with different content: "
+                        "give the new recording a new id"))
+                else:
+                    it.succeed(rec.intake_receipt(), False)
+            else:
+                self._used_cache_add(it.seal.sealed_size)
+                assert it.receipt is not None
+                it.succeed(it.receipt, True)
+        if discarded:
+            fsync_dir(self.data_dir)
+
+    def _insert_row(self, conn: sqlite3.Connection, it: _PendingCommit, stamp: Stamp) -> None:
+        seal, md = it.seal, it.metadata
+        cur = conn.execute(
+            "INSERT INTO recordings (recording_id, state, priority, file,"
+            " plaintext_size, plaintext_sha256, sealed_size, sealed_sha256,"
+            " workstation, operator, captured_at, content_type,"
+            " stored_at, stored_boot_id, stored_boottime)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (it.recording_id, State.STORED.value, it.priority, it.name, seal.plaintext_size,
+             seal.plaintext_sha256, seal.sealed_size, seal.sealed_sha256,
+             md.get("workstation", ""), md.get("operator", ""),
+             md.get("captured_at", ""), md.get("content_type", ""),
+             stamp.wall, stamp.boot_id, stamp.boottime))
+        seq = int(cur.lastrowid or 0)
+        stored_at = _iso(stamp.wall) or ""
+        manifest = Manifest(
+            device_id=it.device_id, recording_id=it.recording_id, seq=seq,
+            plaintext_size=seal.plaintext_size, plaintext_sha256=seal.plaintext_sha256,
+            sealed_size=seal.sealed_size, sealed_sha256=seal.sealed_sha256,
+            suite=seal.suite, segment_size=seal.segment_size, stored_at=stored_at,
+            metadata={k: v for k, v in md.items() if v})
+        conn.execute("UPDATE recordings SET manifest = ? WHERE seq = ?",
+                     (it.sign(manifest), seq))
+        it.receipt = IntakeReceipt(it.recording_id, seal.plaintext_sha256, seal.plaintext_size,
+                                   seq, stored_at)
+
+    @staticmethod
+    def _discard_quietly(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     def _discard(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -14,6 +14,7 @@ from edge.config import Config
 from edge.intake.app import IntakeContext, create_app
 from edge.intake.hotfolder import HotFolder
 from edge.intake.ingest import Ingestor
+from edge.intake.staffpage import staff_routes
 from edge.intake.tokens import TokenStore
 from edge.seal import load_device_signing_key, load_sealing_public_keys
 from edge.spool import Spool
@@ -36,7 +37,9 @@ def build_intake(cfg: Config, spool: Spool) -> tuple[Starlette, IntakeContext, H
     ctx = IntakeContext(ingestor=ingestor, spool=spool, tokens=TokenStore(cfg.intake.tokens_file),
                         device_id=cfg.device.id,
                         max_recording_bytes=cfg.intake.max_recording_bytes,
-                        body_idle_timeout_s=cfg.intake.body_idle_timeout_s)
+                        body_idle_timeout_s=cfg.intake.body_idle_timeout_s,
+                        extra_routes=staff_routes(spool, cfg.device.state_dir / "run",
+                                                  cfg.device.id))
     hot = None
     if cfg.intake.hot_folder is not None:
         hot = HotFolder(cfg.intake.hot_folder, ingestor, cfg.intake.hot_folder_workstation,

@@ -32,7 +32,7 @@ def test_staff_page_explains_offline_and_4g(office: Office) -> None:
 
 
 def test_staff_page_says_no_when_storage_is_full(tmp_path: Path) -> None:
-    o = make_office(tmp_path / "o", spool={"quota_bytes": "6MiB"},
+    o = make_office(tmp_path / "o", spool={"quota_bytes": "4MiB"},
                     intake={"max_recording_bytes": "1MiB"})
     o.start_intake()
     try:

@@ -168,6 +168,27 @@ panel_inputs = st.builds(
     spool_known=st.booleans(),
 )
 
+# Mostly-healthy offices with one to three things wrong: where the interesting edges are.
+_faults: dict[str, st.SearchStrategy[Any]] = {
+    "provisioned": st.booleans(),
+    "uptime_s": st.floats(min_value=0, max_value=400),
+    "uplink_active": st.sampled_from(["wired", "4g", None]),
+    "uplink_known": st.booleans(),
+    "backlog_count": st.integers(min_value=0, max_value=1000),
+    "backlog_oldest_age_s": st.one_of(st.none(), st.floats(min_value=0, max_value=1e5)),
+    "spool_free_fraction": st.floats(min_value=0, max_value=1),
+    "spool_refusing": st.booleans(),
+    "spool_known": st.booleans(),
+    "locate_until": st.one_of(st.none(), st.floats(min_value=0, max_value=1e4)),
+    "heartbeats": st.dictionaries(st.sampled_from(PROGRAMS), heartbeat_infos).map(
+        lambda d: {**ALL_FRESH, **d}),
+}
+near_healthy = st.lists(st.sampled_from(sorted(_faults)), min_size=1, max_size=3,
+                        unique=True).flatmap(
+    lambda keys: st.fixed_dictionaries({k: _faults[k] for k in keys}).map(
+        lambda over: inputs(**over)))
+panel_inputs = st.one_of(panel_inputs, near_healthy)
+
 thresholds = st.builds(
     PanelThresholds,
     starting_grace_s=st.floats(min_value=0, max_value=1e4),

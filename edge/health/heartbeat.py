@@ -18,11 +18,12 @@ Cheap writes. Programs beat every few seconds, for years, on an SD card. So:
   (rename is atomic; without fsync it is merely not durable, which is fine here);
 - skip the write when nothing changed and the last write is younger than ``min_interval_s``,
   so a busy loop may call ``beat()`` as often as it likes;
-- keep the files on tmpfs: ``state_dir/run`` is made a symlink to ``/run/edge`` when ``/run``
-  is a tmpfs (as on Raspberry Pi OS), so beats cost RAM, not flash wear. Everything under
-  ``run/`` is runtime state that must not outlive a boot anyway. Where ``/run`` is not a
-  tmpfs (a container, a test) ``run/`` is an ordinary directory and the rename still keeps
-  the write cost to one small file per interval.
+- keep the files on tmpfs: on the device, ``/var/lib/edge/run`` is made a symlink to
+  ``/run/edge`` when ``/run`` is a tmpfs (as on Raspberry Pi OS), so beats cost RAM, not
+  flash wear. Everything under ``run/`` is runtime state that must not outlive a boot anyway.
+  Where ``/run`` is not a tmpfs (a container), or for another state dir (a demo, a test),
+  ``run/`` is an ordinary directory and the rename keeps the cost to one small file per
+  interval, left to the kernel's normal writeback.
 
 File format (one JSON object, UTF-8): ``{"v": 1, "program": "intake", "pid": 812,
 "boot_id": "...", "boottime": 1234.5, "status": "ok", "detail": {...}}``.
@@ -92,6 +93,7 @@ FALLBACK_STALE_AFTER_S = 60.0
 PROGRAM_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 DEFAULT_TMPFS_DIR = Path("/run/edge")
+DEVICE_STATE_DIR = Path("/var/lib/edge")
 _MAX_FILE_BYTES = 64 * 1024
 
 
@@ -139,15 +141,19 @@ def _fs_type(path: Path, mounts: Path = Path("/proc/self/mounts")) -> str | None
     return best_type
 
 
-def runtime_dir(state_dir: Path, *, tmpfs_dir: Path = DEFAULT_TMPFS_DIR) -> Path:
+def runtime_dir(state_dir: Path, *, tmpfs_dir: Path | None = None) -> Path:
     """``state_dir/run``: runtime status files (heartbeats, uplink.json, locate).
 
     When ``run`` does not exist yet and ``tmpfs_dir``'s parent is a tmpfs, ``run`` becomes a
-    symlink to ``tmpfs_dir`` (see the module comment for why). An existing ``run`` is kept as
-    it is; a symlink whose tmpfs target vanished with the last reboot gets its target back.
-    Safe to call from several programs starting at once.
+    symlink to ``tmpfs_dir`` (see the module comment for why). ``tmpfs_dir`` defaults to
+    ``/run/edge`` for the device's own state dir (``/var/lib/edge``) and to nothing for any
+    other (a demo or a test must not share, or litter, the device's ``/run/edge``). An
+    existing ``run`` is kept as it is; a symlink whose tmpfs target vanished with the last
+    reboot gets its target back. Safe to call from several programs starting at once.
     """
     run = Path(state_dir) / "run"
+    if tmpfs_dir is None and os.path.abspath(state_dir) == str(DEVICE_STATE_DIR):
+        tmpfs_dir = DEFAULT_TMPFS_DIR
     if run.is_symlink():
         target = Path(os.readlink(run))
         if not target.is_absolute():
@@ -158,17 +164,22 @@ def runtime_dir(state_dir: Path, *, tmpfs_dir: Path = DEFAULT_TMPFS_DIR) -> Path
     if run.is_dir():
         return run
     run.parent.mkdir(parents=True, exist_ok=True)
-    if tmpfs_dir.parent.is_dir() and _fs_type(tmpfs_dir.parent) == "tmpfs":
-        tmpfs_dir.mkdir(mode=0o755, exist_ok=True)
-        # Another program may win this race; its link points at the same place.
-        with contextlib.suppress(FileExistsError):
-            run.symlink_to(tmpfs_dir, target_is_directory=True)
-        return run
+    if (tmpfs_dir is not None and tmpfs_dir.parent.is_dir()
+            and _fs_type(tmpfs_dir.parent) == "tmpfs"):
+        try:
+            tmpfs_dir.mkdir(mode=0o755, exist_ok=True)
+        except PermissionError:
+            log.info("cannot create %s; keeping runtime files in %s", tmpfs_dir, run)
+        else:
+            # Another program may win this race; its link points at the same place.
+            with contextlib.suppress(FileExistsError):
+                run.symlink_to(tmpfs_dir, target_is_directory=True)
+            return run
     run.mkdir(mode=0o755, exist_ok=True)
     return run
 
 
-def heartbeat_dir(state_dir: Path, *, tmpfs_dir: Path = DEFAULT_TMPFS_DIR) -> Path:
+def heartbeat_dir(state_dir: Path, *, tmpfs_dir: Path | None = None) -> Path:
     """``state_dir/run/heartbeat`` (created by the first ``beat()``)."""
     return runtime_dir(state_dir, tmpfs_dir=tmpfs_dir) / "heartbeat"
 

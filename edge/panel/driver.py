@@ -35,7 +35,6 @@ from edge.panel.patterns import (
     LOCATE_PATTERNS,
     OFF,
     Led,
-    PanelView,
     Pattern,
 )
 
@@ -48,7 +47,6 @@ __all__ = [
     "choose_pin_factory",
     "render_line",
     "run_walk",
-    "view_notes",
     "walk_plan",
 ]
 
@@ -248,19 +246,6 @@ class TerminalPanel:
 
     def close(self) -> None:
         self._last = None
-
-
-def view_notes(view: PanelView, reasons: Mapping[Led, str] | None = None,
-               lang: str = "en") -> dict[Led, str]:
-    """Each light's meaning, plus the rule that chose it when that adds something."""
-    notes = {}
-    for led, s in view.shown().items():
-        note = s.meaning(lang)
-        why = (reasons or {}).get(led)
-        if why and lang == "en" and why.lower() != note.lower():
-            note = f"{note}: {why}"
-        notes[led] = note
-    return notes
 
 
 # --- the technician's LED test ---------------------------------------------------------------

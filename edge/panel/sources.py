@@ -285,11 +285,11 @@ class LiveSources:
         except Exception as e:  # any failure means "unknown"; the panel must keep running
             msg = f"{type(e).__name__}: {e}"
             if msg != self._last_spool_error:
-                log.warning("panel: spool summary unavailable: %s", msg)
+                log.warning("spool summary unavailable: %s", msg)
             self._last_spool_error = msg
             return None
         if self._last_spool_error is not None:
-            log.info("panel: spool summary available again")
+            log.info("spool summary available again")
         self._last_spool_error = None
         return s
 

@@ -227,6 +227,20 @@ def test_without_tmpfs_run_is_a_plain_directory(tmp_path: Path) -> None:
     assert runtime_dir(tmp_path / "state", tmpfs_dir=not_tmpfs) == run
 
 
+def test_only_the_device_state_dir_links_to_run_edge_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device_state, run_edge = tmp_path / "var-lib-edge", tmp_path / "run" / "edge"
+    run_edge.parent.mkdir()
+    monkeypatch.setattr(hb, "DEVICE_STATE_DIR", device_state)
+    monkeypatch.setattr(hb, "DEFAULT_TMPFS_DIR", run_edge)
+    monkeypatch.setattr(hb, "_fs_type", lambda path: "tmpfs")
+    demo = runtime_dir(tmp_path / "demo-state")
+    assert demo.is_dir() and not demo.is_symlink()
+    device = runtime_dir(device_state)
+    assert device.is_symlink() and device.resolve() == run_edge.resolve()
+
+
 def test_mount_table_lookup_takes_the_longest_mount_point(tmp_path: Path) -> None:
     mounts = tmp_path / "mounts"
     mounts.write_text(

@@ -20,7 +20,6 @@ from edge.panel.driver import (
     choose_pin_factory,
     render_line,
     run_walk,
-    view_notes,
     walk_plan,
 )
 from edge.panel.errors import NoGpioBackend
@@ -38,6 +37,7 @@ from edge.panel.patterns import (
     SysState,
     shown,
 )
+from edge.panel.runner import view_notes
 
 WINDOW_S = 2.3  # one whole 2 s cycle and the start of the next
 
@@ -266,3 +266,6 @@ def test_notes_add_the_rule_when_it_says_more() -> None:
                               Led.SYS: "program down or stuck"})
     assert notes[Led.NET] == "online on wired"
     assert notes[Led.DATA] == "not accepting recordings: intake program not running"
+    assert notes[Led.SYS] == "a program is down or stuck: program down or stuck"
+    locate = PanelView(NetState.LOCATE, DataState.LOCATE, SysState.LOCATE)
+    assert view_notes(locate, {led: "locate requested" for led in Led})[Led.NET] == "locate"

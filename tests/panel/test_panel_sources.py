@@ -211,7 +211,7 @@ def test_a_failing_spool_source_means_unknown_and_is_logged_once(
     assert broken.calls == 2
     assert not first.spool_known and not second.spool_known
     assert [r.getMessage() for r in caplog.records] == [
-        "panel: spool summary unavailable: OSError: database is locked"]
+        "spool summary unavailable: OSError: database is locked"]
     view = derive(first)
     assert (view.net, view.data, view.sys) == (NetState.OFFLINE, DataState.UNKNOWN,
                                                SysState.FAULT)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_shows, expected_states
 from gpiozero.pins.mock import MockFactory
+from panel_pins import assert_shows, expected_states
 
 from edge.panel.driver import (
     GpioPanel,

@@ -211,8 +211,8 @@ class GpioPanel:
 
 
 def render_line(led: Led, pattern: Pattern, note: str = "", lang: str = "en") -> str:
-    """``NET  ▮▮▮▮▮▮▮▮▮▮▯▯▯▯▯▯▯▯▯▯ slow blink     (online on 4G)``"""
-    line = f"{led.value:<4} {pattern.strip()} {pattern.name(lang):<14}"
+    """``NET  ▮▮▮▮▮▮▮▮▮▮▯▯▯▯▯▯▯▯▯▯ slow blink        (online on 4G)``"""
+    line = f"{led.value:<4} {pattern.strip()} {pattern.name(lang):<17}"
     return f"{line} ({note})" if note else line.rstrip()
 
 

@@ -140,9 +140,9 @@ FAST_BLINK = Pattern("fast-blink", ((True, 0.2), (False, 0.2)), "fast blink", "b
                      "on and off quickly, 2-3 times a second",
                      "nyala-mati dengan cepat, 2-3 kali per detik")
 DOUBLE_FLASH = Pattern("double-flash", ((True, 0.2), (False, 0.2), (True, 0.2), (False, 1.4)),
-                       "double flash", "kedip dua kali",
+                       "double flash", "berkedip dua kali",
                        "two quick flashes, then a pause", "dua kedipan cepat, lalu jeda")
-SHORT_PULSE = Pattern("short-pulse", ((True, 0.1), (False, 1.9)), "short pulse", "kedip singkat",
+SHORT_PULSE = Pattern("short-pulse", ((True, 0.1), (False, 1.9)), "short pulse", "berkedip singkat",
                       "one brief flash every 2 s", "satu kedipan singkat setiap 2 detik")
 
 _RUN_EN = "the three lights run in turn: NET, DATA, SYS"

@@ -243,9 +243,9 @@ def test_terminal_prints_each_light_as_a_strip_a_name_and_a_meaning() -> None:
     term.show(view.patterns(), view_notes(view))
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("[panel ")
-    assert lines[1] == f"NET  {'▮' * 10}{'▯' * 10} slow blink     (online on 4G)"
-    assert lines[2] == f"DATA {'▮' * 20} steady on      (recordings stored safely)"
-    assert lines[3] == f"SYS  ▮{'▯' * 19} short pulse    (all programs running)"
+    assert lines[1] == f"NET  {'▮' * 10}{'▯' * 10} slow blink        (online on 4G)"
+    assert lines[2] == f"DATA {'▮' * 20} steady on         (recordings stored safely)"
+    assert lines[3] == f"SYS  ▮{'▯' * 19} short pulse       (all programs running)"
     term.show(view.patterns(), view_notes(view))
     assert len(out.getvalue().splitlines()) == 4, "unchanged view printed again"
     other = PanelView(NetState.OFFLINE, DataState.SAFE, SysState.OK)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from panel_snapshots import ALL_FRESH, ERROR, FRESH, OTHER_BOOT, STALE, hb, inputs
 
 from edge.health.heartbeat import HeartbeatInfo
 from edge.panel.patterns import DataState, Led, NetState, SysState, shown
@@ -24,34 +25,6 @@ from edge.panel.state import (
 )
 
 TH = PanelThresholds()
-FRESH = HeartbeatInfo(age_s=2.0, status="ok", detail={}, stale=False)
-ALL_FRESH = {"intake": FRESH, "forwarder": FRESH, "uplink": FRESH, "panel": FRESH}
-
-
-def inputs(**over: Any) -> PanelInputs:
-    """A healthy office on wired Ethernet, long after boot; override what a test is about."""
-    base: dict[str, Any] = dict(
-        provisioned=True, uptime_s=3600.0, uplink_active="wired", uplink_known=True,
-        backlog_count=3, backlog_oldest_age_s=20.0, spool_free_fraction=0.8,
-        spool_refusing=False, heartbeats=ALL_FRESH, locate_until=None, spool_known=True,
-    )
-    base.update(over)
-    return PanelInputs(**base)
-
-
-def hb(**over: Any) -> dict[str, HeartbeatInfo]:
-    beats = dict(ALL_FRESH)
-    for program, info in over.items():
-        if info is None:
-            beats.pop(program)
-        else:
-            beats[program] = info
-    return beats
-
-
-STALE = HeartbeatInfo(age_s=95.0, status="ok", detail={}, stale=True)
-ERROR = HeartbeatInfo(age_s=1.0, status="error", detail={"error": "spool.full"}, stale=False)
-OTHER_BOOT = HeartbeatInfo(age_s=math.inf, status="ok", detail={}, stale=True)
 
 
 # --- examples: the situations on the legend --------------------------------------------------

@@ -16,8 +16,9 @@ Cheap writes. Programs beat every few seconds, for years, on an SD card. So:
   beats again, and an old one would be from another boot anyway);
 - write a small temp file and rename it over the old one, so a reader never sees half a file
   (rename is atomic; without fsync it is merely not durable, which is fine here);
-- skip the write when nothing changed and the last write is younger than ``min_interval_s``,
-  so a busy loop may call ``beat()`` as often as it likes;
+- write at most once per ``min_interval_s`` (5 s) while the status stays the same, even if
+  the detail changes (counters do, all the time), so a busy loop may call ``beat()`` as
+  often as it likes; a new status is written at once;
 - keep the files on tmpfs: on the device, ``/var/lib/edge/run`` is made a symlink to
   ``/run/edge`` when ``/run`` is a tmpfs (as on Raspberry Pi OS), so beats cost RAM, not
   flash wear. Everything under ``run/`` is runtime state that must not outlive a boot anyway.
@@ -187,10 +188,11 @@ def heartbeat_dir(state_dir: Path, *, tmpfs_dir: Path | None = None) -> Path:
 class Heartbeat:
     """One program's heartbeat file. Call ``beat()`` from the program's main loop.
 
-    ``beat()`` writes at once when the status or detail changed (an error must show without
-    delay) and otherwise at most once per ``min_interval_s``. A failed write is logged, not
-    raised: a full or read-only disk must not take the program down with it (the panel will
-    then show the program as stale, which is the truth as far as anyone can see).
+    ``beat()`` writes at once when the status changed (an error must show without delay)
+    and otherwise at most once per ``min_interval_s``, carrying the latest detail. A failed
+    write is logged, not raised: a full or read-only disk must not take the program down with
+    it (the panel will then show the program as stale, which is the truth as far as anyone
+    can see).
     """
 
     def __init__(
@@ -198,7 +200,7 @@ class Heartbeat:
         directory: Path,
         program: str,
         *,
-        min_interval_s: float = 1.0,
+        min_interval_s: float = 5.0,
         clock: Callable[[], float] = boottime,
         boot: str | None = None,
     ) -> None:
@@ -211,7 +213,7 @@ class Heartbeat:
         self._clock = clock
         self._boot = boot
         self._last_at: float | None = None
-        self._last_body: tuple[str, str] | None = None
+        self._last_status: str | None = None
         self._prepared = False
         self._failing = False
 
@@ -228,9 +230,8 @@ class Heartbeat:
         """Record "alive, with this status"; True when the file was written."""
         now = self._clock()
         detail_json = json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":"))
-        body = (status, detail_json)
         if (
-            body == self._last_body
+            status == self._last_status
             and self._last_at is not None
             and 0 <= now - self._last_at < self._min_interval_s
         ):
@@ -249,7 +250,7 @@ class Heartbeat:
         if self._failing:
             log.info("heartbeat %s: writing again", self.program)
         self._failing = False
-        self._last_at, self._last_body = now, body
+        self._last_at, self._last_status = now, status
         return True
 
     def _write(self, payload: bytes) -> None:

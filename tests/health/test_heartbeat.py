@@ -95,7 +95,8 @@ def test_unchanged_beats_are_rate_limited_but_a_new_status_is_written_at_once(
     beat = Heartbeat(tmp_path, "forwarder", min_interval_s=3.0, clock=clock, boot=BOOT)
     assert beat.beat("ok")
     clock.t = 11.0
-    assert not beat.beat("ok")              # same body, 1 s later: skipped
+    assert not beat.beat("ok")              # same status, 1 s later: skipped
+    assert not beat.beat("ok", {"sent": 7})   # a changing counter does not force a write
     assert read_heartbeats(tmp_path, now=11.0, boot=BOOT)["forwarder"].age_s == 1.0
     clock.t = 11.5
     assert beat.beat("error", {"error": "mqtt.refused"})   # news goes out at once

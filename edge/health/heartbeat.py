@@ -23,8 +23,10 @@ Cheap writes. Programs beat every few seconds, for years, on an SD card. So:
   ``/run/edge`` when ``/run`` is a tmpfs (as on Raspberry Pi OS), so beats cost RAM, not
   flash wear. Everything under ``run/`` is runtime state that must not outlive a boot anyway.
   Where ``/run`` is not a tmpfs (a container), or for another state dir (a demo, a test),
-  ``run/`` is an ordinary directory and the rename keeps the cost to one small file per
-  interval, left to the kernel's normal writeback.
+  ``run/`` is an ordinary directory. There each beat still reaches the disk soon: ext4
+  starts writeback of a file renamed over another (``auto_da_alloc``), which is why the
+  tmpfs and the rate limit matter (bench/heartbeat_write.py: a beat on tmpfs costs ~1/15
+  of one on ext4 and ~1/150 of a durable fsync'd write).
 
 File format (one JSON object, UTF-8): ``{"v": 1, "program": "intake", "pid": 812,
 "boot_id": "...", "boottime": 1234.5, "status": "ok", "detail": {...}}``.

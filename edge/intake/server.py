@@ -4,6 +4,7 @@ folder, runs startup recovery, then serves (HTTPS when a certificate is configur
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,14 @@ import uvicorn
 from starlette.applications import Starlette
 
 from edge.config import Config
+from edge.health import INTAKE
+from edge.health.heartbeat import Heartbeat, heartbeat_dir, runtime_dir
 from edge.intake.app import IntakeContext, create_app
 from edge.intake.hotfolder import HotFolder
 from edge.intake.ingest import Ingestor
 from edge.intake.staffpage import staff_routes
 from edge.intake.tokens import TokenStore
+from edge.panel.sources import spool_summary_detail
 from edge.seal import load_device_signing_key, load_sealing_public_keys
 from edge.spool import Spool
 
@@ -38,7 +42,7 @@ def build_intake(cfg: Config, spool: Spool) -> tuple[Starlette, IntakeContext, H
                         device_id=cfg.device.id,
                         max_recording_bytes=cfg.intake.max_recording_bytes,
                         body_idle_timeout_s=cfg.intake.body_idle_timeout_s,
-                        extra_routes=staff_routes(spool, cfg.device.state_dir / "run",
+                        extra_routes=staff_routes(spool, runtime_dir(cfg.device.state_dir),
                                                   cfg.device.id))
     hot = None
     if cfg.intake.hot_folder is not None:
@@ -57,6 +61,21 @@ def uvicorn_config(cfg: Config, app: Any, **over: Any) -> uvicorn.Config:
     return uvicorn.Config(app, **kw)
 
 
+def _heartbeat_loop(cfg: Config, spool: Spool, stop: threading.Event) -> None:
+    """Tell the panel (and supervisor) the intake is alive, with the spool summary it shows:
+    the panel then never has to open the spool itself."""
+    hb = Heartbeat(heartbeat_dir(cfg.device.state_dir), INTAKE)
+    while True:
+        try:
+            summary = spool.summary()
+            hb.beat("ok",
+                    {"spool": spool_summary_detail(summary)})
+        except Exception:  # a heartbeat failure must never stop intake
+            log.exception("intake heartbeat failed")
+        if stop.wait(2.0):
+            return
+
+
 def run_intake(cfg: Config, ready_file: Path | None = None) -> int:
     spool = open_spool(cfg)
     spool.acquire_role("intake")
@@ -72,12 +91,19 @@ def run_intake(cfg: Config, ready_file: Path | None = None) -> int:
     app, _ctx, hot = build_intake(cfg, spool)
     if hot is not None:
         hot.start()
+    stop_beat = threading.Event()
+    beat = threading.Thread(target=_heartbeat_loop, args=(cfg, spool, stop_beat),
+                            name="heartbeat", daemon=True)
+    beat.start()
     server = uvicorn.Server(uvicorn_config(cfg, app))
     scheme = "https" if cfg.intake.tls_cert else "http"
     log.info("intake listening on %s://%s:%d", scheme, cfg.intake.host, cfg.intake.port)
     try:
         server.run()
     finally:
+        stop_beat.set()
+        beat.join(timeout=5)
+        Heartbeat(heartbeat_dir(cfg.device.state_dir), INTAKE).beat("stopped")
         if hot is not None:
             hot.stop()
         spool.close()

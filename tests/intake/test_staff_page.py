@@ -42,3 +42,19 @@ def test_staff_page_says_no_when_storage_is_full(tmp_path: Path) -> None:
         assert httpx.get(o.url + "/staff.json").json()["verdict"] == "no"
     finally:
         o.stop()
+
+
+def test_intake_heartbeats_with_the_spool_summary(office: Office) -> None:
+    import time
+
+    from edge.health.heartbeat import heartbeat_dir, read_heartbeats
+
+    hb_dir = heartbeat_dir(office.config.device.state_dir)
+    for _ in range(50):
+        beats = read_heartbeats(hb_dir)
+        if "intake" in beats:
+            break
+        time.sleep(0.1)
+    info = beats["intake"]
+    assert not info.stale and info.status == "ok"
+    assert info.detail["spool"]["waiting_count"] >= 0

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from panel_snapshots import OTHER_BOOT, STALE, hb, inputs
 
 from edge.panel.legend import SITUATIONS, Situation, render_markdown
 from edge.panel.patterns import DataState, Led, NetState, SysState
 from edge.panel.state import derive
+from tests.panel.panel_snapshots import OTHER_BOOT, STALE, hb, inputs
 
 LEGEND = Path(__file__).resolve().parents[2] / "docs" / "led-legend.md"
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from panel_pins import assert_shows, expected_states
 
 from edge.panel.driver import (
     GpioPanel,
@@ -38,6 +37,7 @@ from edge.panel.patterns import (
     shown,
 )
 from edge.panel.runner import view_notes
+from tests.panel.panel_pins import assert_shows, expected_states
 
 WINDOW_S = 2.3  # one whole 2 s cycle and the start of the next
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from panel_snapshots import ALL_FRESH, ERROR, FRESH, OTHER_BOOT, STALE, hb, inputs
 
 from edge.health.heartbeat import HeartbeatInfo
 from edge.panel.patterns import DataState, Led, NetState, SysState, shown
@@ -23,6 +22,7 @@ from edge.panel.state import (
     derive,
     derive_with_reasons,
 )
+from tests.panel.panel_snapshots import ALL_FRESH, ERROR, FRESH, OTHER_BOOT, STALE, hb, inputs
 
 TH = PanelThresholds()
 

@@ -179,6 +179,9 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     log = tmp_path / "mosquitto.log"
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(
+        # Running as root, mosquitto would switch to the mosquitto user and then fail to
+        # read the keys in pytest's 0700 temp directory.
+        "user root\n"
         "per_listener_settings false\n"
         "persistence false\n"
         f"log_dest file {log}\n"
@@ -188,8 +191,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         "require_certificate true\nuse_identity_as_username true\n"
         f"acl_file {acl}\n"
     )
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    errors = (tmp_path / "mosquitto.stderr").open("wb")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=errors, stderr=errors)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -197,7 +200,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                text = log.read_text() if log.exists() else ""
+                text = (log.read_text() if log.exists() else "") + (
+                    tmp_path / "mosquitto.stderr").read_text()
                 proc.kill()
                 pytest.fail(f"mosquitto did not start on port {port}: {text}")
             time.sleep(0.05)
@@ -206,3 +210,4 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     finally:
         proc.kill()
         proc.wait()
+        errors.close()

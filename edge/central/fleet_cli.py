@@ -12,9 +12,12 @@ the process list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +158,26 @@ def serve(args: argparse.Namespace) -> int:
     service.start()
     subscriber = FleetSubscriber(service, broker)
     subscriber.start()
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises a captured SIGTERM after shutting down, which would kill the
+            # process before the last batch is written: we handle the signals ourselves.
+            yield
+
+    server = Server(uvicorn.Config(create_app(service), host=listen_host, port=listen_port,
+                                   log_level="warning", access_log=False))
+
+    def stop(signum: int, frame: object) -> None:
+        if server.should_exit and signum == signal.SIGINT:
+            server.force_exit = True
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
-        uvicorn.run(create_app(service), host=listen_host, port=listen_port,
-                    log_level="warning", access_log=False)
+        server.run()
     finally:
         subscriber.stop()
         service.stop()

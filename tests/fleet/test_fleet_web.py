@@ -41,7 +41,7 @@ def test_dashboard_puts_the_urgent_offices_first(site: tuple[httpx.Client, Fleet
     assert set(order[:4]) == {"kec-offline", "kec-stale", "kec-late", "kec-disk"}
     assert order[4] == "kec-on-4g"
     # words and symbols, not only colour
-    assert "✖</span> offline" in r.text and "⏸</span> stale" in r.text
+    assert "✖</span> offline" in r.text and "◷</span> stale" in r.text
     assert "https://" not in r.text and "http://" not in r.text  # nothing external
 
 
@@ -92,7 +92,7 @@ def test_office_page_has_details_and_charts(site: tuple[httpx.Client, FleetServi
     client, _ = site
     r = client.get("/office/kec-on-4g")
     assert r.status_code == 200
-    assert "Kecamatan Kuta" in r.text and "📶 4G" in r.text
+    assert "Kecamatan Kuta" in r.text and "<strong>4G</strong>" in r.text
     svgs = re.findall(r"<svg class=\"chart\".*?</svg>", r.text)
     assert len(svgs) == 4
     backlog, age, link, disk = svgs

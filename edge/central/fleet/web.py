@@ -34,7 +34,9 @@ from edge.errors import EdgeError
 __all__ = ["RANGES", "create_app", "office_json"]
 
 RANGES = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
-STATE_SYMBOL = {"online": "✔", "offline": "✖", "stale": "⏸", "unknown": "?"}
+# Symbols from fonts every desktop has (DejaVu): no emoji, which offline machines lack.
+STATE_SYMBOL = {"online": "✔", "offline": "✖", "stale": "◷", "unknown": "?"}
+UPLINK_WORDS = {"4g": "<strong>4G</strong>", "wired": "wired", "none": "✖ none"}
 SEVERITY_WORD = {2: ("▲", "act now"), 1: ("◆", "watch"), 0: ("·", "fine")}
 
 
@@ -155,11 +157,11 @@ def _dashboard(service: FleetService, q: Query) -> str:
     chips = [
         ("problems", "▲ Need attention", counts["problems"], base.params(state="problems")),
         ("offline", "✖ Offline", counts["offline"], base.params(state="offline")),
-        ("stale", "⏸ Stale", counts["stale"], base.params(state="stale")),
-        ("on_4g", "📶 On 4G", counts["on_4g"], base.params(on_4g=True)),
+        ("stale", "◷ Stale", counts["stale"], base.params(state="stale")),
+        ("on_4g", "On 4G", counts["on_4g"], base.params(on_4g=True)),
         ("backlog", f"⌛ Backlog ≥ {human_age(th.backlog_warn_s)}", counts["backlog_late"],
          base.params(backlog_min_s=th.backlog_warn_s)),
-        ("disk", "🖴 Disk low", counts["disk_low"], base.params(disk_low=True)),
+        ("disk", "⚠ Disk low", counts["disk_low"], base.params(disk_low=True)),
         ("budget", f"4G budget ≥ {th.mobile_warn_fraction:.0%}", counts["budget_warn"],
          base.params(budget=True)),
         ("all", "All offices", counts["offices"], base.params()),
@@ -224,7 +226,7 @@ def _dashboard(service: FleetService, q: Query) -> str:
         o = service.directory.get(s.device_id)
         name = (f"<span class='office-name'>{escape(o.office)}</span>" if o.office else "")
         mob = "–" if s.mobile_fraction is None else f"{s.mobile_fraction:.0%}"
-        uplink = {"4g": "📶 4G", "wired": "🔌 wired", "none": "✖ none"}.get(s.uplink or "", "–")
+        uplink = UPLINK_WORDS.get(s.uplink or "", "–")
         trs.append(
             f"<tr class='sev-row-{s.severity} row-{s.state}' data-device='{s.device_id}'>"
             f"<td>{_sev_cell(s.severity)}</td>"
@@ -278,7 +280,7 @@ def _detail_rows(s: OfficeStatus, service: FleetService) -> str:
     if t is not None:
         flags = t.throttle_flags
         rows += [
-            ("Uplink", escape({"4g": "📶 4G", "wired": "🔌 wired", "none": "✖ none"}[t.uplink])),
+            ("Uplink", UPLINK_WORDS[t.uplink]),
             ("Backlog", escape(f"{t.backlog_items} recordings, {size(t.backlog_bytes)}, "
                                f"oldest {human_age(s.backlog_age_s)}")),
             ("Last custody receipt", escape(human_age(t.last_receipt_age_s) + " before report"

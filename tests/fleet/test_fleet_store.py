@@ -166,3 +166,18 @@ def test_records_decode_once_at_load(store: FleetStore) -> None:
 def test_retention_picks_the_finest_tier_that_covers_the_span() -> None:
     ret = Retention(((300, 2 * 86400), (3600, 30 * 86400)))
     assert ret.pick(86400) == 300 and ret.pick(7 * 86400) == 3600 and ret.pick(90 * 86400) == 3600
+
+
+def test_status_snapshot_is_refreshed_only_while_watched(tmp_path: Path) -> None:
+    now = [T0]
+    svc = FleetService(SqliteStore(tmp_path / "f.db"), clock=lambda: now[0],
+                       status_cache_s=60, watch_s=300)
+    svc.start(loops=False)
+    svc.handle_message("edge/kec-a/up/telemetry", payload())
+    assert svc.derive_once() == 0                     # nobody looked yet: no work
+    assert [s.state for s in svc.statuses()] == ["online"]
+    now[0] += 600                                     # telemetry is old now...
+    assert [s.state for s in svc.statuses()] == ["online"]  # ...the snapshot is not re-derived
+    assert svc.derive_once() == 1                     # the derive loop's step refreshes it
+    assert [s.state for s in svc.statuses()] == ["stale"]
+    svc.store.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from conftest import free_port, payload
+from fleet_support import free_port, payload
 
 from edge.central.fleet.derive import Thresholds
 from edge.central.fleet.directory import Directory, Office

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Broker, free_port, payload
+from fleet_support import Broker, free_port, payload
 from test_fleet_subscriber import client
 
 from edge.central.fleet.store_sqlite import SqliteStore

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import payload, telemetry
+from fleet_support import payload, telemetry
 
 from edge.central.fleet.derive import (
     OFFLINE,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import payload, telemetry
+from fleet_support import payload, telemetry
 
 from edge.central.fleet.model import (
     DeviceRecord,
@@ -128,7 +128,7 @@ def test_open_store_refuses_unknown_urls() -> None:
 
 
 def test_unreachable_postgres_says_what_to_check(tmp_path: Path) -> None:
-    from conftest import free_port
+    from fleet_support import free_port
 
     url = f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/test"
     with pytest.raises(StoreUnavailable, match="server is up") as e:

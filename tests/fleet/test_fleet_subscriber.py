@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker, TlsFiles, payload
+from fleet_support import Broker, TlsFiles, payload
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.central.fleet.service import FleetService

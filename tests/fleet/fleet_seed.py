@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fleet_support import free_port, payload
 
 from edge.central.fleet.derive import Thresholds
 from edge.central.fleet.directory import Directory, Office
@@ -20,6 +19,7 @@ from edge.central.fleet.service import FleetService
 from edge.central.fleet.store_sqlite import SqliteStore
 from edge.central.fleet.web import create_app
 from edge.telemetry.schema import last_will, online_status
+from tests.fleet.fleet_support import free_port, payload
 
 NOW = 1_767_225_600.0 + 12 * 3600  # a fixed "now" so pages and counts are reproducible
 

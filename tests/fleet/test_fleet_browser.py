@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_seed import serve_fleet
+
+from tests.fleet.fleet_seed import serve_fleet
 
 CHROMIUM = os.environ.get("EDGE_TEST_CHROMIUM", "/usr/bin/chromium")
 # This machine has no route out; background networking would only make Chromium wait.

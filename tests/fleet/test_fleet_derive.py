@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fleet_support import payload, telemetry
-
 from edge.central.fleet.derive import (
     OFFLINE,
     ONLINE,
@@ -22,6 +20,7 @@ from edge.central.fleet.model import (
     apply,
 )
 from edge.telemetry.schema import Status, last_will, online_status, shutdown_status
+from tests.fleet.fleet_support import payload, telemetry
 
 T0 = 1_000_000.0
 TH = Thresholds(interval_s=60, stale_intervals=3)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fleet_support import payload, telemetry
 
 from edge.central.fleet.model import (
     DeviceRecord,
@@ -23,6 +22,7 @@ from edge.central.fleet.store import FleetStore, StoreError, StoreUnavailable, o
 from edge.central.fleet.store_postgres import PostgresStore
 from edge.central.fleet.store_sqlite import SqliteStore
 from edge.telemetry.schema import Status, decode_telemetry
+from tests.fleet.fleet_support import payload, telemetry
 
 T0 = 1_767_225_600.0  # a multiple of 3600: bucket edges fall on round numbers
 
@@ -128,7 +128,7 @@ def test_open_store_refuses_unknown_urls() -> None:
 
 
 def test_unreachable_postgres_says_what_to_check(tmp_path: Path) -> None:
-    from fleet_support import free_port
+    from tests.fleet.fleet_support import free_port
 
     url = f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/test"
     with pytest.raises(StoreUnavailable, match="server is up") as e:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from fleet_support import Broker, TlsFiles, payload
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.central.fleet.service import FleetService
 from edge.central.fleet.store_sqlite import SqliteStore
 from edge.central.fleet.subscriber import BrokerConfig, FleetSubscriber
+from tests.fleet.fleet_support import Broker, TlsFiles, payload
 
 DEVICE = textwrap.dedent("""
     import sys, time

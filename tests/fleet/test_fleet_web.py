@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from fleet_seed import NOW, OFFICES, serve_fleet
 
 from edge.central.fleet.metrics import METRIC_NAMES
 from edge.central.fleet.service import FleetService
+from tests.fleet.fleet_seed import NOW, OFFICES, serve_fleet
 
 ROOT = Path(__file__).parents[2]
 ALERTS = ROOT / "edge" / "central" / "fleet" / "alerts.yml"

@@ -105,7 +105,7 @@ def test_quota_refuses_new_and_keeps_old(tmp_path: Path) -> None:
 
 def test_free_space_reserve_refuses(tmp_path: Path) -> None:
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    sp = make_spool(tmp_path, reserve=free)  # nothing may be written
+    sp = make_spool(tmp_path, reserve=free + 2**30)  # nothing may be written
     with pytest.raises(SpoolFull, match="reserve") as e:
         put(make_ingestor(sp), "a", b"x")
     assert e.value.key == "spool.disk_reserve"

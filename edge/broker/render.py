@@ -84,7 +84,6 @@ def render_broker_config(
     max_inflight_messages: int = 32,
     max_queued_messages: int = 1000,
     max_queued_bytes: int = 128 * 1024 * 1024,
-    message_size_limit: int = 160 * 1024,
     max_packet_size: int = 192 * 1024,
 ) -> Path:
     """Write ``out_dir/mosquitto.conf`` (and ``out_dir/edge.acl``) and return the config path.
@@ -110,9 +109,6 @@ def render_broker_config(
     if not re.fullmatch(r"(stderr|stdout|syslog|topic|file \S+)", log_dest):
         raise BrokerConfigError(f"log_dest = {log_dest!r}: use stderr, stdout, syslog or "
                                 "'file /path'")
-    if message_size_limit >= max_packet_size:
-        raise BrokerConfigError("message_size_limit must be below max_packet_size, so an "
-                                "oversized payload gets an error PUBACK, not a disconnect")
 
     if crlfile is not None:
         crl_block = ("# Revoked certificates (signed by the fleet CA). Loaded at start and on "
@@ -140,7 +136,6 @@ def render_broker_config(
     values = {
         "acl_file": _conf_path("acl_file", acl_path),
         "user_line": user_line,
-        "message_size_limit": _positive("message_size_limit", message_size_limit),
         "max_packet_size": _positive("max_packet_size", max_packet_size, 20),
         "max_inflight_messages": _positive("max_inflight_messages", max_inflight_messages,
                                            1, 65535),

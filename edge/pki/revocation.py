@@ -1,7 +1,10 @@
 """Revocation: the CA's durable list of withdrawn certificates and the CRL the broker loads.
 
 Place in the data flow: ops revokes a lost or retired device here; ``build_crl`` signs a CRL
-that Mosquitto reads from its ``crlfile``; Mosquitto applies it only after a SIGHUP. The
+that Mosquitto reads from its ``crlfile``; Mosquitto applies it only after a SIGHUP, and
+only to new TLS handshakes: a revoked device that is connected at that moment stays
+connected (Mosquitto 2.0.11, tests/broker/test_tls.py) until the broker is restarted
+(``systemctl restart``; persistence keeps everyone else's sessions). The
 CRL has a ``next_update``: once that passes, OpenSSL treats the CRL as expired and Mosquitto
 refuses *every* client certificate, so the whole fleet is locked out. Hence ``crl_status``,
 which ops tooling and the fleet view call to warn days before, and a CRL that is re-signed

@@ -10,6 +10,7 @@ from tests.support.broker import Broker, Inbox, publish_and_wait, start_broker, 
 
 NOT_AUTHORIZED = 0x87
 PACKET_TOO_LARGE = 0x95
+UNSPECIFIED = 0x80
 QOS_NOT_SUPPORTED = 0x9B
 CUSTODY_SHARE = "$share/central/edge/+/up/custody/#"
 
@@ -144,8 +145,9 @@ def test_qos2_is_refused_loudly(broker: Broker) -> None:
     reasons: queue.Queue[ReasonCode] = queue.Queue()
     a.on_disconnect = lambda c, ud, flags, rc, props: reasons.put(rc)
     a.publish("edge/kec-a/up/status", b"x", qos=2)
-    assert reasons.get(timeout=5).value == QOS_NOT_SUPPORTED
+    assert reasons.get(timeout=5).value in (QOS_NOT_SUPPORTED, UNSPECIFIED)  # TLS race, as below
     a.loop_stop()
+    assert "Too high QoS in PUBLISH from kec-a, disconnecting" in broker.log()
 
 
 def test_acl_read_rules_match_message_topics_not_share_filters(tmp_path: Path) -> None:
@@ -177,6 +179,9 @@ def test_a_128k_chunk_passes_and_an_oversized_packet_is_refused(broker: Broker) 
     reasons: queue.Queue[ReasonCode] = queue.Queue()
     device.on_disconnect = lambda c, ud, flags, rc, props: reasons.put(rc)
     device.publish("edge/kec-a/up/custody/chunk/r1/1", b"\xab" * (200 * 1024), qos=1)
-    assert reasons.get(timeout=5).value == PACKET_TOO_LARGE
+    # The broker sends DISCONNECT 0x95 and closes; over TLS paho sometimes sees the close
+    # first and reports 0x80 (unspecified). The broker's log says which it was.
+    assert reasons.get(timeout=5).value in (PACKET_TOO_LARGE, UNSPECIFIED)
     device.loop_stop()  # paho would re-send the oversized message after each reconnect
     assert inbox.drain() == []
+    assert "kec-a disconnected due to oversize packet" in broker.log()

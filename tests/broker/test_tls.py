@@ -64,6 +64,20 @@ def test_fleet_certificate_gets_a_connack(broker: Broker) -> None:
     assert tls_probe(broker, ident.cert, ident.key)[:1] == bytes([CONNACK])
 
 
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_tls_1_2_and_1_3_are_both_accepted(broker: Broker, version: ssl.TLSVersion) -> None:
+    """Older device OpenSSL builds may stop at 1.2; tls_version tlsv1.2 is a floor."""
+    ident = broker.identity("kec-a")
+    ctx = ssl.create_default_context(cafile=str(broker.ca_path))
+    ctx.load_cert_chain(str(ident.cert), str(ident.key))
+    ctx.minimum_version = ctx.maximum_version = version
+    with socket.create_connection((broker.host, broker.port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=broker.host) as tls:
+        assert tls.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+                                 ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+        assert answer_to_connect(tls)[:1] == bytes([CONNACK])
+
+
 def test_certificate_from_an_unknown_ca_is_refused_at_tls(broker: Broker,
                                                           tmp_path: Path) -> None:
     ident = foreign_identity(tmp_path)

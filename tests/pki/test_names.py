@@ -1,4 +1,8 @@
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge.pki import (
     CLAIM_ID_RE,
@@ -47,3 +51,12 @@ def test_claim_ids_are_fresh_and_are_claims() -> None:
     for cid in ids:
         assert CLAIM_ID_RE.match(cid)
         assert classify_identity(cid) == IdentityKind.CLAIM
+
+
+@given(st.text(max_size=80))
+def test_whatever_is_accepted_is_a_safe_topic_level(name: str) -> None:
+    try:
+        classify_identity(name)
+    except UnsafeIdentity:
+        return
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,62}", name)

@@ -278,6 +278,9 @@ class Broker:
                   certfile=str(ident.cert) if ident else None,
                   keyfile=str(ident.key) if ident else None,
                   cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        # Quick reconnects keep tests short (after restart(), and when loop_stop() has to
+        # wait out paho's back-off after a refusal).
+        c.reconnect_delay_set(0.05, 0.5)
         self._clients.append(c)
         return c
 
@@ -332,7 +335,6 @@ class Broker:
             with contextlib.suppress(Exception):
                 c.disconnect()
             raise BrokerError(f"connect as {identity!r} refused: {failed[0]}")
-        c.reconnect_delay_set(0.1, 1)
         return c
 
     def revoke(self, identity: str | Identity) -> None:

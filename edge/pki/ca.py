@@ -190,7 +190,8 @@ class FleetCA:
             raise CsrRejected(f"the request is for {req.name!r}, a {req.kind} identity, but "
                               f"this step signs only {expect} identities")
         builder = self._leaf(req.name, req.public_key,
-                             validity=validity or CLIENT_VALIDITY[req.kind], now=now,
+                             validity=CLIENT_VALIDITY[req.kind] if validity is None
+                             else validity, now=now,
                              eku=ExtendedKeyUsageOID.CLIENT_AUTH)
         return builder.sign(self.key, hashes.SHA256())
 

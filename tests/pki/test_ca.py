@@ -96,6 +96,8 @@ def test_validity_is_configurable_and_never_outlives_the_ca(ca: FleetCA) -> None
     assert short.not_valid_after_utc == NOW + timedelta(days=7)
     huge = ca.issue_client_certificate(csr, validity=timedelta(days=100_000), now=NOW)
     assert huge.not_valid_after_utc == ca.cert.not_valid_after_utc
+    with pytest.raises(ValueError, match="positive"):
+        ca.issue_client_certificate(csr, validity=timedelta(0), now=NOW)
 
 
 def test_serials_are_random_and_distinct(ca: FleetCA) -> None:

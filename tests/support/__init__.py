@@ -1,0 +1,1 @@
+"""Shared helpers for integration tests: real things (brokers, processes), no fakes."""

@@ -1,7 +1,7 @@
 """``edge-central fleet``: run the fleet view (MQTT subscriber + store + dashboard/API/metrics).
 
     edge-central fleet serve --broker mqtt.central:8883 --mqtt-ca ca.pem \\
-        --mqtt-cert fleet-view.pem --mqtt-key fleet-view.key \\
+        --mqtt-cert central-fleet.pem --mqtt-key central-fleet.key \\
         --store sqlite:///var/lib/edge-central/fleet.db --listen 127.0.0.1:8080
     edge-central fleet forget kec-3171-01      # decommissioned office: drop it and its history
 
@@ -79,8 +79,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--mqtt-ca", type=Path, help="fleet CA certificate (PEM)")
     s.add_argument("--mqtt-cert", type=Path, help="this service's client certificate (PEM)")
     s.add_argument("--mqtt-key", type=Path, help="its private key (PEM)")
-    s.add_argument("--client-id", default="fleet-view",
-                   help="MQTT client id = certificate CN (default fleet-view)")
+    s.add_argument("--client-id", default="central-fleet",
+                   help="MQTT client id = certificate CN (default central-fleet)")
     s.add_argument("--insecure-plain-mqtt", action="store_true",
                    help="plain TCP without certificates; loopback brokers only (bench, demo)")
     s.add_argument("--store", default=os.environ.get("EDGE_FLEET_STORE", DEFAULT_STORE),

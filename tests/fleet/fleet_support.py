@@ -6,12 +6,8 @@ clashing with other test folders' conftest modules; conftest.py re-exports the f
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,16 +16,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from edge.central.fleet.model import Retention
 from edge.central.fleet.store import FleetStore
 from edge.central.fleet.store_postgres import PostgresStore
 from edge.central.fleet.store_sqlite import SqliteStore
 from edge.telemetry.schema import Telemetry, encode_telemetry
+from tests.support.broker import Broker as SharedBroker
+from tests.support.broker import start_broker
 
 # The machine's PostgreSQL (trust auth). Each test gets its own schema, dropped afterwards.
 PG_URL = os.environ.get("EDGE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -86,24 +80,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FleetStore
 # /usr/sbin/mosquitto on a free port with client certificates, use_identity_as_username and
 # a per-device ACL like production's. The lead will switch these tests to the shared one.
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
 
 
 @dataclass(frozen=True)
@@ -113,104 +95,28 @@ class TlsFiles:
     key: Path
 
 
-class Pki:
-    """A throwaway fleet CA (ECDSA P-256) issuing server and client certificates."""
+class _Issuer:
+    def __init__(self, broker: SharedBroker) -> None:
+        self._broker = broker
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        self.ca_cert = (
-            x509.CertificateBuilder().subject_name(_name("test fleet CA"))
-            .issuer_name(_name("test fleet CA")).public_key(self.ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.ca_key, hashes.SHA256())
-        )
-        self.ca = root / "ca.pem"
-        self.ca.write_bytes(self.ca_cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, cn: str, server: bool = False) -> TlsFiles:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        b = (
-            x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(self.ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        )
-        if server:
-            b = b.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-        cert = b.sign(self.ca_key, hashes.SHA256())
-        files = TlsFiles(self.ca, self.root / f"{cn}.pem", self.root / f"{cn}.key")
-        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(files.key, key)
-        return files
+    def issue(self, cn: str) -> TlsFiles:
+        ident = self._broker.identity(cn)
+        return TlsFiles(self._broker.ca_path, ident.cert, ident.key)
 
 
 @dataclass
 class Broker:
+    """The shared real broker (repo config: TLS, client certificates, the fleet ACL), with
+    the small surface these tests use."""
+
     host: str
     port: int
-    pki: Pki
-    proc: subprocess.Popen[bytes]
+    pki: _Issuer
     log: Path
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not os.path.exists(MOSQUITTO):
-        pytest.fail(f"{MOSQUITTO} is missing: apt-get install mosquitto (scripts/dev does)")
-    pki = Pki(tmp_path / "pki")
-    server = pki.issue("localhost", server=True)
-    acl = tmp_path / "acl"
-    # Devices may publish only under their own certificate's name; the fleet view reads all.
-    acl.write_text(
-        "user fleet-view\n"
-        "topic read edge/+/up/status\n"
-        "topic read edge/+/up/telemetry\n"
-        "\n"
-        "pattern write edge/%u/up/#\n"
-    )
-    port = free_port()
-    log = tmp_path / "mosquitto.log"
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        # Running as root, mosquitto would switch to the mosquitto user and then fail to
-        # read the keys in pytest's 0700 temp directory.
-        "user root\n"
-        "per_listener_settings false\n"
-        "persistence false\n"
-        f"log_dest file {log}\n"
-        "log_type error\nlog_type warning\nlog_type notice\n"
-        f"listener {port} 127.0.0.1\n"
-        f"cafile {pki.ca}\ncertfile {server.cert}\nkeyfile {server.key}\n"
-        "require_certificate true\nuse_identity_as_username true\n"
-        f"acl_file {acl}\n"
-    )
-    errors = (tmp_path / "mosquitto.stderr").open("wb")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=errors, stderr=errors)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                text = (log.read_text() if log.exists() else "") + (
-                    tmp_path / "mosquitto.stderr").read_text()
-                proc.kill()
-                pytest.fail(f"mosquitto did not start on port {port}: {text}")
-            time.sleep(0.05)
-    try:
-        yield Broker("127.0.0.1", port, pki, proc, log)
-    finally:
-        proc.kill()
-        proc.wait()
-        errors.close()
+    with start_broker(tmp_path) as b:
+        yield Broker(b.host, b.port, _Issuer(b), b.log_path)
+

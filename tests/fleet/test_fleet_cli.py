@@ -11,17 +11,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.fleet.test_fleet_subscriber import client
 
 from edge.central.fleet.store_sqlite import SqliteStore
 from edge.central.fleet_cli import parse_hostport
 from edge.errors import ConfigError
 from edge.telemetry.schema import online_status
 from tests.fleet.fleet_support import Broker, free_port, payload
+from tests.fleet.test_fleet_subscriber import client
 
 
 def test_serve_subscribes_serves_and_stops_cleanly(broker: Broker, tmp_path: Path) -> None:
-    tls = broker.pki.issue("fleet-view")
+    tls = broker.pki.issue("central-fleet")
     offices = tmp_path / "offices.csv"
     offices.write_text("device_id,office,region\nkec-cli,Kecamatan Sukajadi,Jawa Barat\n")
     port = free_port()

@@ -62,11 +62,11 @@ def client(broker: Broker, tls: TlsFiles, client_id: str) -> mqtt.Client:
 
 @pytest.fixture
 def fleet(broker: Broker, tmp_path: Path) -> Iterator[tuple[FleetService, FleetSubscriber]]:
-    tls = broker.pki.issue("fleet-view")
+    tls = broker.pki.issue("central-fleet")
     svc = FleetService(SqliteStore(tmp_path / "fleet.db"))
     svc.start(loops=False)
     sub = FleetSubscriber(svc, BrokerConfig(broker.host, broker.port, tls.ca, tls.cert,
-                                            tls.key, client_id="fleet-view"))
+                                            tls.key, client_id="central-fleet"))
     sub.start()
     assert sub.wait_subscribed(10), broker.log.read_text()
     yield svc, sub
@@ -131,7 +131,7 @@ def test_restart_rebuilds_from_retained_status_without_resetting_since(
                 retain=True).wait_for_publish(5)
     dev.disconnect()
     dev.loop_stop()
-    tls = broker.pki.issue("fleet-view")
+    tls = broker.pki.issue("central-fleet")
     cfg = BrokerConfig(broker.host, broker.port, tls.ca, tls.cert, tls.key)
     since = []
     for _ in range(2):

@@ -43,7 +43,7 @@ class BrokerConfig:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
-    client_id: str = "fleet-view"
+    client_id: str = "central-fleet"
     keepalive_s: int = 30
     # Only for a loopback bench or demo broker: plain TCP, no certificate.
     insecure_plain: bool = False

@@ -50,6 +50,7 @@ def parse_receiver_config(cfg: Config, receiver_id: str) -> ReceiverConfig:
         max_state_ranges=s.integer("max_state_ranges", d.max_state_ranges, min=1, max=4096),
         max_pending_bytes=s.size("max_pending_bytes", d.max_pending_bytes, min=0),
         idle_forget_s=s.number("idle_forget_s", d.idle_forget_s, min=1.0),
+        op_timeout_s=s.number("op_timeout_s", d.op_timeout_s, min=1.0),
     )
     s.check_unknown()
     return out

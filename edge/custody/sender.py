@@ -433,7 +433,7 @@ class Sender:
                 item.attempt = 0
                 item.deadline = now + self._backoff(cfg.receipt_timeout_s, 0)
         elif item.phase == AWAITING_RECEIPT:
-            self._goto(item, SENDING)   # cannot happen within one generation; be safe
+            self._goto(item, SENDING)   # an authoritative answer shows bytes missing
         if item.phase == SENDING:
             self._set_sending_deadline(item)
         return self._pump(now)

@@ -191,7 +191,7 @@ recordings = st.lists(st.tuples(st.integers(0, 1), st.integers(1, 1200), st.inte
                                 st.integers(0, 2)), min_size=1, max_size=4)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(recordings=recordings, ops=ops, sync=st.booleans(),
        order=st.sampled_from(["urd", "udr", "rud", "rdu", "dur", "dru"]))
 def test_chaos_then_heal_stores_each_recording_exactly_once(

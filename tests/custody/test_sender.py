@@ -269,3 +269,17 @@ def test_enqueue_twice_is_idempotent_and_conflicts_are_flagged() -> None:
     assert s.enqueue(a, 1.0) == []
     out = s.enqueue(rec("a", 11, 1), 1.0)
     assert [o.key for o in out if isinstance(o, Alert)] == ["custody.enqueue_conflict"]
+
+
+def test_answer_to_a_query_replaces_acks_so_lost_central_bytes_are_resent() -> None:
+    a = rec("a", PIECE * 2, 1)
+    s, out = sender(a)
+    s.receive(*state("a", [(0, 2 * PIECE)], q=offers(out)[0].query_id), 1.0)
+    assert s.progress()["a"][0] == "awaiting_receipt"
+    (query,) = offers(s.tick(31.0))                    # no receipt: ask again
+    out = s.receive(*state("a", [(0, PIECE)], q=query.query_id), 32.0)
+    assert chunks(out) == [("a", PIECE, 2 * PIECE)]
+    # A plain progress ack never takes bytes away.
+    s2, out2 = sender(a)
+    s2.receive(*state("a", [(0, 2 * PIECE)], q=offers(out2)[0].query_id), 1.0)
+    assert chunks(s2.receive(*state("a", [(0, PIECE)]), 2.0)) == []

@@ -34,7 +34,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
 
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {
     "b": 1,

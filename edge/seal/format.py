@@ -44,7 +44,7 @@ PAYLOAD_AEAD_AES256GCM = 0x0002
 MAX_HEADER = 8192
 
 # Workstation-chosen ids end up in file names and MQTT topics: keep them boring.
-RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 ReadFn = Callable[[int], bytes]
 

@@ -206,8 +206,10 @@ for u in "${units[@]}"; do
     put "$SRC/systemd/$u" "/etc/systemd/system/$u" 0644
 done
 if [ "$STAGING" -eq 1 ]; then
-    echo "sysctl --load /etc/sysctl.d/60-edge.conf" >> "$PLAN_TMP"
-    echo "systemd-tmpfiles --create /etc/tmpfiles.d/edge.conf" >> "$PLAN_TMP"
+    if [ "$CENTRAL" -eq 0 ]; then
+        echo "sysctl --load /etc/sysctl.d/60-edge.conf" >> "$PLAN_TMP"
+        echo "systemd-tmpfiles --create /etc/tmpfiles.d/edge.conf" >> "$PLAN_TMP"
+    fi
     if [ "$SUPERVISOR" -eq 1 ]; then
         echo "supervisorctl update" >> "$PLAN_TMP"
     else

@@ -1,4 +1,6 @@
-"""Liveness of the appliance's programs: each one touches a heartbeat, others read its age.
+"""Liveness of the appliance's programs: each one touches a heartbeat, others read its age;
+systemd readiness/watchdog notifications (sdnotify.py); the supervisor event listener that
+restarts a program whose heartbeat has gone stale (supervisor_listener.py).
 
 The panel turns stale heartbeats into a blinking SYS light; telemetry can report them to
 central ops.

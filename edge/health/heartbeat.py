@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 # Program names as they appear under run/heartbeat/. Each program beats under its own name.
 INTAKE = "intake"
-FORWARDER = "forwarder"
+FORWARDER = "forward"
 UPLINK = "uplink"
 PANEL = "panel"
 

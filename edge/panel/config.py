@@ -13,7 +13,7 @@ before it touches a pin, with the key, the value and the fix.
     backlog_warn_count = 200   # DATA blinks slowly at this many recordings waiting ...
     backlog_warn_age_s = 21600 # ... or when the oldest has waited this long (6 h)
     spool_low_fraction = 0.10  # DATA double-flashes below this much room left
-    programs = ["intake", "forwarder", "uplink"]   # whose heartbeats SYS watches
+    programs = ["intake", "forward", "uplink"]   # whose heartbeats SYS watches
     spool_summary_from = "intake"  # the program that publishes the spool summary
     lang = "en"                # terminal and --test text: "en" or "id"
 
@@ -67,7 +67,7 @@ def parse_panel_config(cfg: Config) -> PanelConfig:
         raise ConfigError(
             f"{cfg.source}: [panel] net_pin, data_pin and sys_pin = "
             f"{[pins[led] for led in Led]}: each light needs its own GPIO pin")
-    programs = tuple(s.list_of("programs", _program, ["intake", "forwarder", "uplink"]))
+    programs = tuple(s.list_of("programs", _program, ["intake", "forward", "uplink"]))
     thresholds = PanelThresholds(
         starting_grace_s=s.number("starting_grace_s", 180.0, min=0.0),
         backlog_warn_count=s.integer("backlog_warn_count", 200, min=1),

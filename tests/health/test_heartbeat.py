@@ -54,18 +54,18 @@ def test_beat_then_read_gives_status_detail_and_age_on_the_boot_clock(tmp_path: 
 
 def test_stale_threshold_is_per_program_and_can_be_overridden(tmp_path: Path) -> None:
     clock = FakeClock(0.0)
-    for program in ("intake", "forwarder", "custom"):
+    for program in ("intake", "forward", "custom"):
         Heartbeat(tmp_path, program, clock=clock, boot=BOOT).beat()
     at_45 = read_heartbeats(tmp_path, now=45.0, boot=BOOT)
     assert at_45["intake"].stale            # 30 s limit
-    assert not at_45["forwarder"].stale     # 60 s limit
+    assert not at_45["forward"].stale     # 60 s limit
     assert not at_45["custom"].stale        # fallback limit
     later = read_heartbeats(tmp_path, now=FALLBACK_STALE_AFTER_S + 1, boot=BOOT)
     assert later["custom"].stale
     tuned = read_heartbeats(tmp_path, {"intake": 50.0, "custom": 10.0}, now=45.0, boot=BOOT)
     assert not tuned["intake"].stale
     assert tuned["custom"].stale
-    assert not tuned["forwarder"].stale     # untouched programs keep their default
+    assert not tuned["forward"].stale     # untouched programs keep their default
 
 
 def test_a_beat_from_another_boot_is_stale_whatever_its_numbers_say(tmp_path: Path) -> None:
@@ -76,11 +76,11 @@ def test_a_beat_from_another_boot_is_stale_whatever_its_numbers_say(tmp_path: Pa
 
 def test_unreadable_files_are_stale_and_temp_files_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "intake").write_text('{"v":1,"boottime":')
-    (tmp_path / "forwarder").write_text('{"v":1,"boottime":"soon","status":"ok","boot_id":"x"}')
+    (tmp_path / "forward").write_text('{"v":1,"boottime":"soon","status":"ok","boot_id":"x"}')
     (tmp_path / ".uplink.99.tmp").write_text("{}")
     (tmp_path / "Bad Name").write_text("{}")
     got = read_heartbeats(tmp_path, now=1.0, boot=BOOT)
-    assert set(got) == {"intake", "forwarder"}
+    assert set(got) == {"intake", "forward"}
     assert all(i.stale and i.status == "unreadable" for i in got.values())
 
 
@@ -92,15 +92,15 @@ def test_unchanged_beats_are_rate_limited_but_a_new_status_is_written_at_once(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock(10.0)
-    beat = Heartbeat(tmp_path, "forwarder", min_interval_s=3.0, clock=clock, boot=BOOT)
+    beat = Heartbeat(tmp_path, "forward", min_interval_s=3.0, clock=clock, boot=BOOT)
     assert beat.beat("ok")
     clock.t = 11.0
     assert not beat.beat("ok")              # same status, 1 s later: skipped
     assert not beat.beat("ok", {"sent": 7})   # a changing counter does not force a write
-    assert read_heartbeats(tmp_path, now=11.0, boot=BOOT)["forwarder"].age_s == 1.0
+    assert read_heartbeats(tmp_path, now=11.0, boot=BOOT)["forward"].age_s == 1.0
     clock.t = 11.5
     assert beat.beat("error", {"error": "mqtt.refused"})   # news goes out at once
-    info = read_heartbeats(tmp_path, now=11.5, boot=BOOT)["forwarder"]
+    info = read_heartbeats(tmp_path, now=11.5, boot=BOOT)["forward"]
     assert (info.status, info.detail, info.age_s) == ("error", {"error": "mqtt.refused"}, 0.0)
     clock.t = 14.6
     assert beat.beat("error", {"error": "mqtt.refused"})   # interval passed: refreshed
@@ -172,16 +172,16 @@ def test_a_killed_program_goes_stale(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
     try:
         deadline = time.monotonic() + 10
-        while not (tmp_path / "forwarder").exists():
+        while not (tmp_path / "forward").exists():
             assert time.monotonic() < deadline, "the program never beat"
             time.sleep(0.02)
-        alive = read_heartbeats(tmp_path, {"forwarder": 0.5})["forwarder"]
+        alive = read_heartbeats(tmp_path, {"forward": 0.5})["forward"]
         assert not alive.stale and alive.age_s < 0.5
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     time.sleep(0.7)
-    dead = read_heartbeats(tmp_path, {"forwarder": 0.5})["forwarder"]
+    dead = read_heartbeats(tmp_path, {"forward": 0.5})["forward"]
     assert dead.stale and dead.age_s > 0.5 and dead.status == "ok"
 
 

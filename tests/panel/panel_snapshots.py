@@ -9,7 +9,7 @@ from edge.health.heartbeat import HeartbeatInfo
 from edge.panel.state import PanelInputs
 
 FRESH = HeartbeatInfo(age_s=2.0, status="ok", detail={}, stale=False)
-ALL_FRESH = {"intake": FRESH, "forwarder": FRESH, "uplink": FRESH, "panel": FRESH}
+ALL_FRESH = {"intake": FRESH, "forward": FRESH, "uplink": FRESH, "panel": FRESH}
 STALE = HeartbeatInfo(age_s=95.0, status="ok", detail={}, stale=True)
 ERROR = HeartbeatInfo(age_s=1.0, status="error", detail={"error": "spool.full"}, stale=False)
 OTHER_BOOT = HeartbeatInfo(age_s=math.inf, status="ok", detail={}, stale=True)

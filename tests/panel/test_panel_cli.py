@@ -52,7 +52,7 @@ def healthy_office(tmp_path: Path, uplink: str | None = "wired") -> None:
     spool = SpoolSummaryData(waiting_count=2, oldest_waiting_age_s=5.0, free_bytes=50 * GiB,
                              quota_bytes=8 * GiB, used_bytes=GiB, refusing=False)
     Heartbeat(run / "heartbeat", "intake").beat("ok", {"spool": spool_summary_detail(spool)})
-    for program in ("forwarder", "uplink"):
+    for program in ("forward", "uplink"):
         Heartbeat(run / "heartbeat", program).beat()
     (run / "uplink.json").write_text(json.dumps(
         {"active": uplink, "links": {}, "updated_boottime": boottime()}))
@@ -176,7 +176,7 @@ def test_panel_config_defaults() -> None:
     p = parse_panel_config(parse_config({"device": {"id": "kec-3171-01"}}))
     assert p.pins == {Led.NET: 17, Led.DATA: 27, Led.SYS: 22}
     assert p.active_high and p.poll_interval_s == 2.0 and p.lang == "en"
-    assert p.thresholds.programs == ("intake", "forwarder", "uplink")
+    assert p.thresholds.programs == ("intake", "forward", "uplink")
     assert p.stale_after_s == {}
 
 
@@ -185,14 +185,14 @@ def test_panel_config_reads_every_key() -> None:
         "net_pin": 5, "data_pin": 6, "sys_pin": 13, "active_high": False,
         "poll_interval_s": 1, "starting_grace_s": 60, "backlog_warn_count": 50,
         "backlog_warn_age_s": 3600, "spool_low_fraction": 0.2, "programs": ["intake"],
-        "spool_summary_from": "forwarder", "lang": "id",
-        "stale_after_s": {"forwarder": 90, "intake": 20.5},
+        "spool_summary_from": "forward", "lang": "id",
+        "stale_after_s": {"forward": 90, "intake": 20.5},
     }}))
     assert p.pins == {Led.NET: 5, Led.DATA: 6, Led.SYS: 13} and not p.active_high
     assert p.thresholds.backlog_warn_count == 50 and p.thresholds.programs == ("intake",)
     assert p.thresholds.spool_low_fraction == 0.2 and p.thresholds.starting_grace_s == 60
-    assert p.stale_after_s == {"forwarder": 90.0, "intake": 20.5}
-    assert (p.spool_summary_from, p.lang, p.poll_interval_s) == ("forwarder", "id", 1.0)
+    assert p.stale_after_s == {"forward": 90.0, "intake": 20.5}
+    assert (p.spool_summary_from, p.lang, p.poll_interval_s) == ("forward", "id", 1.0)
 
 
 @pytest.mark.parametrize("panel,message", [

@@ -167,7 +167,7 @@ def _office(run: Path, clock: Clock, *, uplink: str | None = "4g") -> None:
     hb = run / "heartbeat"
     Heartbeat(hb, "intake", clock=clock, boot=BOOT).beat(
         "ok", {"spool": spool_summary_detail(summary(waiting_count=250))})
-    for program in ("forwarder", "uplink", "panel"):
+    for program in ("forward", "uplink", "panel"):
         Heartbeat(hb, program, clock=clock, boot=BOOT).beat()
     _uplink(run, {"active": uplink, "links": {}, "updated_boottime": clock.t})
 
@@ -185,7 +185,7 @@ def test_live_snapshot_from_real_files_gives_the_expected_lights(tmp_path: Path)
     assert snap.spool_known and snap.backlog_count == 250
     assert snap.backlog_oldest_age_s == pytest.approx(32.0)
     assert snap.spool_free_fraction == pytest.approx(7 / 8)
-    assert set(snap.heartbeats) == {"intake", "forwarder", "uplink", "panel"}
+    assert set(snap.heartbeats) == {"intake", "forward", "uplink", "panel"}
     assert snap.locate_until is None
     view = derive(snap)
     assert (view.net, view.data, view.sys) == (NetState.CELLULAR, DataState.BACKLOG, SysState.OK)

@@ -77,7 +77,7 @@ def test_reasons_name_the_rule_and_programs_their_health() -> None:
     d = derive_with_reasons(inputs(heartbeats=hb(forwarder=STALE), uplink_active="4g"))
     assert d.reasons == {Led.NET: "online on 4G", Led.DATA: "stored safely",
                          Led.SYS: "program down or stuck"}
-    assert d.programs == {"intake": Health.RUNNING, "forwarder": Health.DOWN,
+    assert d.programs == {"intake": Health.RUNNING, "forward": Health.DOWN,
                           "uplink": Health.RUNNING}
 
 
@@ -94,7 +94,7 @@ def test_a_program_that_crashed_during_start_up_is_a_fault_at_once() -> None:
 
 def test_missing_uplink_status_after_the_grace_is_a_fault_only_if_uplink_is_expected() -> None:
     assert derive(inputs(uplink_known=False)).sys is SysState.FAULT
-    no_uplink = dataclasses.replace(TH, programs=("intake", "forwarder"))
+    no_uplink = dataclasses.replace(TH, programs=("intake", "forward"))
     view = derive(inputs(uplink_known=False, heartbeats=hb(uplink=None)), no_uplink)
     assert (view.net, view.sys) == (NetState.UNKNOWN, SysState.OK)
 
@@ -113,7 +113,7 @@ def test_every_rule_table_ends_in_a_catch_all() -> None:
 
 # --- properties over all inputs --------------------------------------------------------------
 
-PROGRAMS = ["intake", "forwarder", "uplink", "panel", "extra"]
+PROGRAMS = ["intake", "forward", "uplink", "panel", "extra"]
 weird_floats = st.floats(allow_nan=True, allow_infinity=True)
 ages = st.one_of(st.floats(min_value=0, max_value=1e6), st.just(math.inf), weird_floats)
 

@@ -49,6 +49,7 @@ class HotFolder:
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _last_scan: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -63,12 +64,17 @@ class HotFolder:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def last_scan_age_s(self) -> float:
+        """For the watchdog: a hot folder that stopped scanning is a stuck program."""
+        return time.monotonic() - self._last_scan
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.scan_once()
             except Exception:  # keep watching; a bad file must not stop intake
                 log.exception("hot folder scan failed")
+            self._last_scan = time.monotonic()
             self._stop.wait(self.poll_s)
 
     def scan_once(self, now: float | None = None) -> list[tuple[str, str]]:

@@ -3,17 +3,18 @@ folder, runs startup recovery, then serves (HTTPS when a certificate is configur
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from pathlib import Path
 from typing import Any
 
 import uvicorn
+from anyio import to_thread
 from starlette.applications import Starlette
 
 from edge.config import Config
 from edge.health import INTAKE
 from edge.health.heartbeat import Heartbeat, heartbeat_dir, runtime_dir
+from edge.health.sdnotify import Notifier
 from edge.intake.app import IntakeContext, create_app
 from edge.intake.hotfolder import HotFolder
 from edge.intake.ingest import Ingestor
@@ -61,22 +62,35 @@ def uvicorn_config(cfg: Config, app: Any, **over: Any) -> uvicorn.Config:
     return uvicorn.Config(app, **kw)
 
 
-def _heartbeat_loop(cfg: Config, spool: Spool, stop: threading.Event) -> None:
-    """Tell the panel (and supervisor) the intake is alive, with the spool summary it shows:
-    the panel then never has to open the spool itself."""
+async def _alive_loop(cfg: Config, spool: Spool, server: uvicorn.Server,
+                      hot: HotFolder | None, notifier: Notifier) -> None:
+    """On the event loop itself, so a stuck loop stops the pings: tell systemd we are ready
+    once listening, then ping the watchdog and beat the heartbeat (with the spool summary
+    the panel shows, so the panel never opens the spool itself)."""
+    while not server.started:
+        if server.should_exit:
+            return
+        await asyncio.sleep(0.05)
+    scheme = "https" if cfg.intake.tls_cert else "http"
+    notifier.ready(status=f"listening on {scheme}://{cfg.intake.host}:{cfg.intake.port}")
     hb = Heartbeat(heartbeat_dir(cfg.device.state_dir), INTAKE)
-    while True:
+    while not server.should_exit:
         try:
-            summary = spool.summary()
-            hb.beat("ok",
-                    {"spool": spool_summary_detail(summary)})
+            summary = await to_thread.run_sync(spool.summary)
+            hot_ok = hot is None or hot.last_scan_age_s() < 60.0
+            hb.beat("ok" if hot_ok else "error",
+                    {"spool": spool_summary_detail(summary),
+                     **({} if hot_ok else {"error": "hot folder scan stuck"})})
+            if hot_ok:  # a stuck hot folder must trip the watchdog too
+                notifier.ping()
+            notifier.status(f"{summary.waiting_count} waiting, "
+                            f"{summary.free_bytes // 2**20} MiB free")
         except Exception:  # a heartbeat failure must never stop intake
             log.exception("intake heartbeat failed")
-        if stop.wait(2.0):
-            return
+        await asyncio.sleep(1.0)
 
 
-def run_intake(cfg: Config, ready_file: Path | None = None) -> int:
+def run_intake(cfg: Config) -> int:
     spool = open_spool(cfg)
     spool.acquire_role("intake")
     report = spool.recover_intake()
@@ -91,18 +105,23 @@ def run_intake(cfg: Config, ready_file: Path | None = None) -> int:
     app, _ctx, hot = build_intake(cfg, spool)
     if hot is not None:
         hot.start()
-    stop_beat = threading.Event()
-    beat = threading.Thread(target=_heartbeat_loop, args=(cfg, spool, stop_beat),
-                            name="heartbeat", daemon=True)
-    beat.start()
     server = uvicorn.Server(uvicorn_config(cfg, app))
+    notifier = Notifier()
     scheme = "https" if cfg.intake.tls_cert else "http"
     log.info("intake listening on %s://%s:%d", scheme, cfg.intake.host, cfg.intake.port)
+
+    async def main() -> None:
+        alive = asyncio.create_task(_alive_loop(cfg, spool, server, hot, notifier))
+        try:
+            await server.serve()
+        finally:
+            server.should_exit = True
+            await alive
+
     try:
-        server.run()
+        asyncio.run(main())
     finally:
-        stop_beat.set()
-        beat.join(timeout=5)
+        notifier.stopping()
         Heartbeat(heartbeat_dir(cfg.device.state_dir), INTAKE).beat("stopped")
         if hot is not None:
             hot.stop()

@@ -18,7 +18,7 @@ before it touches a pin, with the key, the value and the fix.
     lang = "en"                # terminal and --test text: "en" or "id"
 
     [panel.stale_after_s]      # per-program heartbeat limits (defaults in edge.health)
-    forwarder = 90
+    forward = 90
 """
 
 from __future__ import annotations

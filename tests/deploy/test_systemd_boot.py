@@ -151,9 +151,6 @@ def office(machine: Machine, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         machine.write(f"/etc/systemd/system/edge-{name}.service.d/probe.conf",
                       f"[Service]\nExecStart=\nExecStart=/opt/edge/bin/python "
                       f"/opt/edge-probe/probe.py {name} {mode}\n{extra}")
-    # until `edge intake` calls Notifier.ready() (see the deploy report), it runs as exec
-    machine.write("/etc/systemd/system/edge-intake.service.d/not-yet-notify.conf",
-                  "[Service]\nType=exec\nWatchdogSec=0\n")
     machine.run("systemctl", "daemon-reload")
     machine.run("systemctl", "start", "edge.target", timeout=300)
     return {"port": o.port, "token": o.token}

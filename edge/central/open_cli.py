@@ -2,7 +2,7 @@
 recording's original bytes out of it for downstream systems.
 
     edge-central list                         # table: device, recording, sizes, committed
-    edge-central list --json --device kec-3171-01
+    edge-central list --json --device kec-3171-01 --limit 100   # the 100 newest
     edge-central open nik-3171-000123 --out rec.bin [--device kec-3171-01] [--force]
 
 ``open`` checks everything before anything appears at ``--out``: the manifest's signature
@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
     add_arguments(ls)
     ls.add_argument("--device", help="only this device's recordings")
     ls.add_argument("--json", action="store_true", help="one JSON array, full hashes")
+    ls.add_argument("--limit", type=int, help="only the N most recently committed")
     ls.set_defaults(handler=list_recordings)
 
     op = subparsers.add_parser("open", help="verify and decrypt a recording to a file",
@@ -98,7 +99,8 @@ def record_summary(rec: IndexRecord) -> dict[str, Any]:
 def list_recordings(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     with _store(settings) as store:
-        rows = [record_summary(r) for r in store.committed(device_id=args.device)]
+        rows = [record_summary(r) for r in store.committed(device_id=args.device,
+                                                           limit=args.limit)]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -232,7 +232,10 @@ class CentralSite:
         (self.certs_dir / f"{device_id}.crt").write_bytes(ident.cert.read_bytes())
         return load_key(ident.key)
 
-    def start_receiver(self, client_id: str | None = None, *args: str) -> ReceiverProc:
+    def start_receiver(self, client_id: str | None = None, *args: str,
+                       how: str = "--config") -> ReceiverProc:
+        """``how``: "--config" (flag), "env" (``EDGE_CONFIG``, as the systemd unit does) or
+        "flags" (no file at all: every setting on the command line)."""
         n = len(self.procs)
         log_path = self.root / f"receiver-{n}.log"
         sock_path = self.root / f"notify-{n}.sock"
@@ -240,8 +243,19 @@ class CentralSite:
         notify.bind(str(sock_path))
         env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "PYTHONPATH": str(REPO)}
         env.pop("EDGE_CONFIG", None)
-        cmd = [sys.executable, "-m", "edge.central.cli", "receive", "--config",
-               str(self.config_path), *args]
+        env.pop("EDGE_CENTRAL_DIR", None)
+        cmd = [sys.executable, "-m", "edge.central.cli", "receive", *args]
+        if how == "--config":
+            cmd += ["--config", str(self.config_path)]
+        elif how == "env":
+            env["EDGE_CONFIG"] = str(self.config_path)
+        else:
+            ident = self.broker.identity("central-receiver")
+            cmd += ["--data-dir", str(self.data_dir), "--ca", str(self.broker.ca_path),
+                    "--cert", str(ident.cert), "--key", str(ident.key),
+                    "--receipt-key", str(self.root / "receipt.key"),
+                    "--device-certs", str(self.certs_dir),
+                    "--broker", f"{self.broker.host}:{self.broker.port}"]
         if client_id:
             cmd += ["--client-id", client_id]
         with log_path.open("ab") as log:

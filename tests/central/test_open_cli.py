@@ -71,6 +71,8 @@ def test_list_shows_committed_recordings(site: Site, capsys: pytest.CaptureFixtu
     assert rows[1]["receiver_id"] == "rx-test" and rows[1]["committed_at"].endswith("Z")
     assert main(["list", "--json", "--device", D2, *site.args]) == 0
     assert [r["recording_id"] for r in json.loads(capsys.readouterr().out)] == ["nik-2"]
+    assert main(["list", "--json", "--limit", "1", *site.args]) == 0
+    assert [r["recording_id"] for r in json.loads(capsys.readouterr().out)] == ["nik-2"]
     assert main(["list", *site.args]) == 0
     text = capsys.readouterr().out
     assert "nik-1" in text and "nik-2" in text and "2 recording(s)" in text

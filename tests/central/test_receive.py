@@ -191,7 +191,8 @@ def test_tampered_chunk_is_caught_and_sent_again_and_foreign_manifests_refused(
 
 def test_two_receivers_share_the_load(site: CentralSite, tmp_path: Path) -> None:
     keys = {d: site.enrol(d) for d in (DEV, DEV2)}
-    rxs = [site.start_receiver("rx-a"), site.start_receiver("rx-b")]
+    # One configured the way the systemd unit does it, one from flags alone.
+    rxs = [site.start_receiver("rx-a", how="env"), site.start_receiver("rx-b", how="flags")]
     for rx in rxs:
         rx.wait_ready()
     devs = {d: driver(site, d) for d in keys}

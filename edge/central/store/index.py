@@ -81,9 +81,10 @@ class RecordingIndex(Protocol):
         """A consistent read without taking the write lock."""
         ...
 
-    def committed(self, device_id: str | None = None,
-                  recording_id: str | None = None) -> list[IndexRecord]:
-        """Committed recordings, oldest commit first, optionally filtered."""
+    def committed(self, device_id: str | None = None, recording_id: str | None = None,
+                  limit: int | None = None) -> list[IndexRecord]:
+        """Committed recordings, oldest commit first, optionally filtered; with ``limit``
+        only the most recent ``limit`` of them."""
         ...
 
     def unfinished(self) -> list[tuple[str, str]]:

@@ -165,17 +165,23 @@ class SqliteIndex:
                 "recording_id = ?", (device_id, recording_id)).fetchone()
         return _record(row) if row else None
 
-    def committed(self, device_id: str | None = None,
-                  recording_id: str | None = None) -> list[IndexRecord]:
-        sql = f"SELECT {_COLUMNS} FROM custody_recordings WHERE committed_at IS NOT NULL"
-        params: list[str] = []
+    def committed(self, device_id: str | None = None, recording_id: str | None = None,
+                  limit: int | None = None) -> list[IndexRecord]:
+        where = "committed_at IS NOT NULL"
+        params: list[str | int] = []
         if device_id is not None:
-            sql += " AND device_id = ?"
+            where += " AND device_id = ?"
             params.append(device_id)
         if recording_id is not None:
-            sql += " AND recording_id = ?"
+            where += " AND recording_id = ?"
             params.append(recording_id)
-        sql += " ORDER BY committed_at, device_id, recording_id"
+        order = "committed_at, device_id, recording_id"
+        sql = f"SELECT {_COLUMNS} FROM custody_recordings WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            newest = (f"SELECT {_COLUMNS} FROM custody_recordings WHERE {where} ORDER BY "
+                      "committed_at DESC, device_id DESC, recording_id DESC LIMIT ?")
+            sql = f"SELECT * FROM ({newest}) AS newest ORDER BY {order}"
+            params.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [_record(r) for r in rows]

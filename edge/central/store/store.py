@@ -265,9 +265,9 @@ class CentralStore:
     def get(self, device_id: str, recording_id: str) -> IndexRecord | None:
         return self.index.get(device_id, recording_id)
 
-    def committed(self, device_id: str | None = None,
-                  recording_id: str | None = None) -> list[IndexRecord]:
-        return self.index.committed(device_id, recording_id)
+    def committed(self, device_id: str | None = None, recording_id: str | None = None,
+                  limit: int | None = None) -> list[IndexRecord]:
+        return self.index.committed(device_id, recording_id, limit)
 
     # ------------------------------------------------------------------ recovery
 

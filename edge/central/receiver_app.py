@@ -282,7 +282,13 @@ class ReceiverApp:
             elif isinstance(out, Alert):
                 self._alert(out)
             elif isinstance(out, CheckManifest):
-                result = check_manifest(self.devices, out.device_id, out.manifest)
+                try:
+                    result = check_manifest(self.devices, out.device_id, out.manifest)
+                except Exception:   # e.g. the certificate folder unreadable: not the device's
+                    log.exception("manifest check of %s/%s failed; the offer is answered "
+                                  "after the operation times out", out.device_id,
+                                  out.recording_id)
+                    continue
                 work.extend(self.machine.manifest_checked(out, result, time.time()))
             elif isinstance(out, VerifyRecording):
                 self._pool.submit(self._verify, out)

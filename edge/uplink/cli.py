@@ -60,8 +60,10 @@ def _build(cfg: UplinkConfig, *, monitor: bool) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("edge").setLevel(logging.DEBUG)
     cfg = _config(args)
     if args.once:
         doc = _build(cfg, monitor=False).run_once()

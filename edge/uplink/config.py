@@ -83,6 +83,7 @@ class LinkConfig:
     standby_interval_s: float  # probe period while idle and nothing is wrong
     urgent_interval_s: float   # probe period while idle and the active link is failing
     timeout_s: float
+    tls_every_s: float         # a full TLS handshake instead of a TCP probe this often
     table: int                 # per-link routing table (probes and replies under rp_filter)
     rule_priority: int         # "from <addr> lookup main suppress_prefixlength 0"; +1: table
     metric: int                # metric of this link's main-table default route when active
@@ -116,7 +117,6 @@ class UplinkConfig:
     state_dir: Path
     run_dir: Path
     budget_file: Path
-    tls_every_s: float = 300.0
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -179,15 +179,17 @@ def _check_gateway(sec: Section, value: str) -> str:
 _LINK_DEFAULTS: dict[str, dict[str, Any]] = {
     # wired is unmetered: probe it fast all the time so failover and failback are quick.
     "wired": {"interface": "eth0", "metered": False, "interval_s": 1.0,
-              "standby_interval_s": 1.0, "urgent_interval_s": 1.0, "timeout_s": 1.0},
+              "standby_interval_s": 1.0, "urgent_interval_s": 1.0, "timeout_s": 1.0,
+              "tls_every_s": 300.0},
     # 4G is metered: idle probes are rare; fast only while it carries traffic or is needed.
     "4g": {"interface": "", "metered": True, "interval_s": 5.0,
-           "standby_interval_s": 30.0, "urgent_interval_s": 1.0, "timeout_s": 2.0},
+           "standby_interval_s": 30.0, "urgent_interval_s": 1.0, "timeout_s": 2.0,
+           "tls_every_s": 1800.0},
 }
 
 
 def _parse_link(sec: Section, name: str, rank: int, table_base: int, prio_base: int,
-                metric_base: int) -> LinkConfig | None:
+                metric_base: int, tls_every: float | None) -> LinkConfig | None:
     d = _LINK_DEFAULTS[name]
     iface = sec.text("interface", d["interface"])
     if iface and not _IFNAME_RE.match(iface):
@@ -199,6 +201,8 @@ def _parse_link(sec: Section, name: str, rank: int, table_base: int, prio_base: 
     standby = sec.number("standby_interval_s", d["standby_interval_s"], min=0.05, max=3600)
     urgent = sec.number("urgent_interval_s", d["urgent_interval_s"], min=0.05, max=600)
     timeout = sec.number("timeout_s", d["timeout_s"], min=0.05, max=60)
+    tls = sec.number("tls_every_s", d["tls_every_s"] if tls_every is None else tls_every,
+                     min=0.0, max=86400)
     table = sec.integer("table", table_base + rank, min=1, max=252)
     prio = sec.integer("rule_priority", prio_base + 2 * rank, min=1, max=32000)
     metric = sec.integer("metric", metric_base + rank, min=0, max=2**31)
@@ -207,7 +211,8 @@ def _parse_link(sec: Section, name: str, rank: int, table_base: int, prio_base: 
         return None
     return LinkConfig(name=name, interface=iface, rank=rank, metered=metered, gateway=gateway,
                       interval_s=interval, standby_interval_s=standby, urgent_interval_s=urgent,
-                      timeout_s=timeout, table=table, rule_priority=prio, metric=metric)
+                      timeout_s=timeout, tls_every_s=tls, table=table, rule_priority=prio,
+                      metric=metric)
 
 
 def parse_uplink_config(cfg: Config) -> UplinkConfig:
@@ -229,9 +234,13 @@ def parse_uplink_config(cfg: Config) -> UplinkConfig:
     table_base = u.integer("table_base", 101, min=1, max=250)
     prio_base = u.integer("rule_priority", 1000, min=1, max=32000)
     metric_base = u.integer("route_metric", 10, min=0, max=2**31 - 8)
+    # [uplink] tls_every_s sets every link's TLS cadence; a link's own key overrides it.
+    tls_every = (u.number("tls_every_s", 300.0, min=0.0, max=86400)
+                 if "tls_every_s" in u.data else None)
     links = []
     for rank, name in enumerate(LINK_NAMES):
-        link = _parse_link(u.sub(name), name, rank, table_base, prio_base, metric_base)
+        link = _parse_link(u.sub(name), name, rank, table_base, prio_base, metric_base,
+                           tls_every)
         if link is not None:
             links.append(link)
     if not links:
@@ -265,7 +274,6 @@ def parse_uplink_config(cfg: Config) -> UplinkConfig:
         state_dir=state_dir,
         run_dir=state_dir / "run",
         budget_file=u.path("budget_file", str(state_dir / "uplink-budget.json")),
-        tls_every_s=u.number("tls_every_s", 300.0, min=0.0, max=86400),
         tls_ca=u.opt_path("tls_ca"),
         tls_cert=cfg.identity.cert if tls_client else None,
         tls_key=cfg.identity.key if tls_client and cfg.identity.cert else None,

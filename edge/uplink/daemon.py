@@ -215,12 +215,12 @@ class UplinkDaemon:
         return targets[i]
 
     def _tls_due(self, link: LinkConfig, now: float) -> bool:
-        if self.cfg.tls_every_s <= 0 or not any(t.tls for t in self.cfg.targets):
+        if link.tls_every_s <= 0 or not any(t.tls for t in self.cfg.targets):
             return False
         if link.name in self._tls_failing:
             return True
         last = self._last_tls_ok.get(link.name)
-        return last is None or now - last >= self.cfg.tls_every_s
+        return last is None or now - last >= link.tls_every_s
 
     def _probe_due_at(self, name: str) -> float:
         last = self._last_probe_start.get(name)
@@ -293,8 +293,8 @@ class UplinkDaemon:
                 "probes": dict(st.count),
                 "probe_bytes": st.total_bytes,
                 "probe_bytes_per_month": {
-                    "standby": st.per_month(link.standby_interval_s, self.cfg.tls_every_s),
-                    "active": st.per_month(link.interval_s, self.cfg.tls_every_s),
+                    "standby": st.per_month(link.standby_interval_s, link.tls_every_s),
+                    "active": st.per_month(link.interval_s, link.tls_every_s),
                 },
             }
         doc: dict[str, Any] = {

@@ -2,8 +2,9 @@
 
 Run inside the device namespace: ``flow_client.py ADDR PORT RUN_DIR LOG.jsonl``. Sends 1 kB
 every 10 ms; when the connection fails (TCP_USER_TIMEOUT 1 s) or uplink.json announces a
-switch (UplinkWatcher), it drops the connection and connects again, so the new connection
-takes the new default route. Logs each connect with its source address.
+switch (UplinkWatcher), it drops the connection (or the connect in progress) and connects
+again, so the new connection takes the new default route. Logs each connect with its source
+address.
 """
 
 from __future__ import annotations
@@ -45,16 +46,20 @@ while True:
     s = socket.socket()
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1000)
     s.settimeout(1.0)
+    with lock:
+        # registered before connect(): a switch also aborts an attempt still going out
+        # through the old link
+        current.append(s)
     try:
         s.connect((addr, port))
     except OSError as e:
         note(event="connect_failed", error=str(e))
+        with lock:
+            current.remove(s)
         s.close()
         time.sleep(0.05)
         continue
     note(event="connected", src=s.getsockname()[0])
-    with lock:
-        current.append(s)
     try:
         while True:
             s.sendall(chunk)

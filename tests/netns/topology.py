@@ -17,7 +17,8 @@ Faults: ``carrier(link, False)`` sets the ISP side down (the device sees NO-CARR
 stay, marked linkdown); ``blackhole(link, True)`` makes the ISP drop everything toward the
 central site with carrier up (also a HiLink modem whose cellular side is dead);
 ``shape(link, "4mbit")`` is tbf both ways (ISP egress for downloads, device egress for
-uploads). netem does not work here.
+uploads); ``portal(link, True)`` answers every connection at the ISP with a foreign
+certificate (a captive portal: TCP works, TLS does not). netem does not work here.
 
 Names are unique per process and call (``eut<pid>x<n>-dev``) so tests can run repeatedly and
 in parallel; ``close()`` (also at exit, and for stale names of dead processes at the next
@@ -101,6 +102,7 @@ class Topology:
     workdir: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ca: Path | None = None
+    _portals: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
 
     @property
     def dev(self) -> str:
@@ -231,6 +233,32 @@ class Topology:
         self.wait_listening(self.central, [8883, 443, 1883])
         self.ca = ca
         return ca
+
+    def portal(self, link: str, on: bool) -> None:
+        """A captive portal / transparent proxy at the ISP: every connection to the central
+        addresses is answered by the ISP itself (TCP connects succeed) with a certificate
+        our CA did not sign (TLS fails). Modems without credit behave like this."""
+        isp = self.isp(link)
+        if not on:
+            for p in self._portals.pop(link, []):
+                p.kill()
+                p.wait()
+            for addr in (BROKER, SECOND):
+                self.ip(isp, "addr", "del", f"{addr}/32", "dev", "lo", check=False)
+            return
+        for addr in (BROKER, SECOND):
+            self.ip(isp, "addr", "add", f"{addr}/32", "dev", "lo")
+        _, cert, key = make_pki(self.workdir / f"portal-{link}", [BROKER, SECOND])
+        conf = self.workdir / f"portal-{link}.conf"
+        conf.write_text("\n".join([
+            "allow_anonymous true", "persistence false", "log_dest none", "user root",
+            f"listener 8883 {BROKER}", f"certfile {cert}", f"keyfile {key}",
+            f"listener 443 {SECOND}", f"certfile {cert}", f"keyfile {key}", "",
+        ]))
+        p = self.spawn(isp, [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        self._portals.setdefault(link, []).append(p)
+        self.wait_listening(isp, [8883, 443])
 
     def start_sink(self) -> Path:
         """A TCP sink in the central namespace; returns the JSON file of bytes per peer."""

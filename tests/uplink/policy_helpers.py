@@ -21,7 +21,8 @@ CFG = PolicyConfig(fail_after=3, rise_after=2, carrier_grace_s=1.5, holddown_s=6
 
 def link(name: str, rank: int, **over: float) -> LinkConfig:
     values: dict[str, float] = {"interval_s": 1.0, "standby_interval_s": 30.0,
-                                "urgent_interval_s": 1.0, "timeout_s": 1.0}
+                                "urgent_interval_s": 1.0, "timeout_s": 1.0,
+                                "tls_every_s": 300.0}
     values.update(over)
     return LinkConfig(name=name, interface=f"if{rank}", rank=rank, metered=rank > 0,
                       gateway="auto", table=101 + rank, rule_priority=1000 + 2 * rank,

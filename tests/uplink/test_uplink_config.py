@@ -38,6 +38,16 @@ def test_4g_link_is_metered_and_probed_rarely_when_idle() -> None:
     assert (g.table, g.rule_priority, g.metric) == (102, 1002, 11)
 
 
+def test_tls_cadence_is_rarer_on_4g_unless_set_for_all() -> None:
+    u = parse_uplink_config(cfg(**{"4g": {"interface": "wwan0"}}))
+    assert (u.link("wired").tls_every_s, u.link("4g").tls_every_s) == (300.0, 1800.0)
+    u = parse_uplink_config(cfg(tls_every_s=60, **{"4g": {"interface": "wwan0"}}))
+    assert (u.link("wired").tls_every_s, u.link("4g").tls_every_s) == (60.0, 60.0)
+    u = parse_uplink_config(cfg(tls_every_s=60, **{"4g": {"interface": "wwan0",
+                                                         "tls_every_s": 0}}))
+    assert u.link("4g").tls_every_s == 0.0  # TCP probes only
+
+
 def test_targets_accept_strings_and_tables() -> None:
     u = parse_uplink_config(cfg(targets=[
         "198.51.100.7:8883",

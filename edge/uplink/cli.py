@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from edge.config import load_config
 from edge.uplink.announce import boottime, read_status
 from edge.uplink.config import UplinkConfig, parse_uplink_config
+from edge.uplink.errors import UplinkError
 
 __all__ = ["format_status", "register"]
 
@@ -65,6 +68,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.getLogger("edge").setLevel(logging.DEBUG)
     cfg = _config(args)
+    running = _running_daemon(cfg)
+    if running is not None:
+        raise UplinkError(f"the uplink daemon is already running (pid {running}): use "
+                          "`edge uplink status`, or stop it first (systemctl stop edge-uplink)")
     if args.once:
         doc = _build(cfg, monitor=False).run_once()
         print(format_status(doc))
@@ -83,6 +90,22 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     daemon.run(stop)
     return 0
+
+
+def _running_daemon(cfg: UplinkConfig) -> int | None:
+    """The pid of a live daemon that wrote uplink.json, if any (--once is not one)."""
+    try:
+        doc = read_status(cfg.run_dir)
+    except UplinkError:
+        return None
+    pid = doc.get("pid")
+    if doc.get("state") == "once" or not isinstance(pid, int) or pid == os.getpid():
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"uplink" in cmdline else None
 
 
 def _status(args: argparse.Namespace) -> int:

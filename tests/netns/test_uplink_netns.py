@@ -251,3 +251,8 @@ def test_once_and_status_for_the_technician(topo: Topology) -> None:
     assert st.returncode == 1 and "active: none" in st.stdout  # no daemon has chosen a link
     js = up.cli("status", "--json")
     assert json.loads(js.stdout)["links"]["wired"]["interface"] == "eth0"
+    # a second daemon, or --once beside a running one, is refused with a hint
+    up.start()
+    up.wait(lambda d: d.get("state") != "once", 10, "daemon running")
+    again = up.cli("--once")
+    assert again.returncode == 1 and "already running" in again.stderr

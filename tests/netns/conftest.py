@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from topology import Topology, topology
-from uplink_harness import FAST, Uplink, merge
+
+from tests.netns.topology import Topology, topology
+from tests.netns.uplink_harness import FAST, Uplink, merge
 
 
 @pytest.fixture

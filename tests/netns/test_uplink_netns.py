@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from topology import DEV_ADDR, HERE, Topology
-from uplink_harness import (
+
+from tests.netns.topology import DEV_ADDR, HERE, Topology
+from tests.netns.uplink_harness import (
     FAST,
     Uplink,
     boottime,

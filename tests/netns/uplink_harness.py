@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from topology import BROKER, SECOND, Topology, netns_available
 
 from edge.uplink.announce import boottime
+from tests.netns.topology import BROKER, SECOND, Topology, netns_available
 
 needs_netns = pytest.mark.skipif(not netns_available(),
                                  reason="needs root and `ip netns` (Linux network namespaces)")

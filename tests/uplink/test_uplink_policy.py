@@ -7,7 +7,6 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_helpers import CFG, LINKS, Sim, link
 
 from edge.uplink.policy import (
     DOWN,
@@ -26,6 +25,7 @@ from edge.uplink.policy import (
     Switch,
     Tick,
 )
+from tests.uplink.policy_helpers import CFG, LINKS, Sim, link
 
 # --- start ----------------------------------------------------------------------------------
 

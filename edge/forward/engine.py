@@ -40,18 +40,33 @@ from edge.forward.config import ForwardConfig, load_receipt_key
 from edge.forward.mqtt_link import Connected, Disconnected, LinkEvent, Message, MqttLink
 from edge.forward.reconnect import Reconnector
 from edge.health import FORWARDER
-from edge.health.heartbeat import Heartbeat, boottime, heartbeat_dir, runtime_dir
+from edge.health.heartbeat import Heartbeat, heartbeat_dir, runtime_dir
 from edge.health.sdnotify import Notifier
-from edge.panel.sources import read_uplink
 from edge.spool import Spool, State
 from edge.telemetry import build_telemetry, last_will, online_status, shutdown_status
 from edge.telemetry.schema import status_topic, telemetry_topic
+from edge.uplink.announce import UplinkChange, UplinkWatcher
 
 __all__ = ["Forwarder", "ForwarderStats"]
 
 log = logging.getLogger("edge.forward")
 
 OPEN_FILES = 8
+
+
+@dataclass(frozen=True)
+class UplinkChanged:
+    change: UplinkChange
+
+
+def may_send(policy: str, priority: int, sealed_size: int, small_bytes: int) -> bool:
+    """The 4G budget's word on one recording: everything, only small or urgent ones (above the
+    soft cap), or nothing but telemetry (above the hard cap)."""
+    if policy == "all":
+        return True
+    if policy == "priority_only":
+        return priority == 0 or sealed_size <= small_bytes
+    return False
 
 
 @dataclass
@@ -71,11 +86,11 @@ class Forwarder:
         self.fcfg = fcfg
         self.spool = spool
         self.device_id = cfg.device.id
-        self.events: queue.Queue[LinkEvent] = queue.Queue()
+        self.events: queue.Queue[LinkEvent | UplinkChanged] = queue.Queue()
         self.sender = Sender(self.device_id, load_receipt_key(fcfg.mqtt.receipt_public_key),
                              fcfg.custody)
         self.link = MqttLink(
-            fcfg.mqtt, self.events, will=(status_topic(self.device_id), last_will()),
+            fcfg.mqtt, self.events.put, will=(status_topic(self.device_id), last_will()),
             subscriptions=[f"edge/{self.device_id}/{DOWN}/custody/#"],
             max_inflight=fcfg.custody.window_chunks + 4)
         self.reconnect = Reconnector(fcfg.reconnect)
@@ -89,7 +104,8 @@ class Forwarder:
         self._next_telemetry = 0.0
         self._telemetry_seq = 0
         self._connecting = False
-        self._uplink_file = runtime_dir(cfg.device.state_dir) / "uplink.json"
+        self.watcher = UplinkWatcher(runtime_dir(cfg.device.state_dir))
+        self.watcher.on_change(lambda ch: self.events.put(UplinkChanged(ch)))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -101,6 +117,7 @@ class Forwarder:
         self.notifier.ready(status="forwarding")
 
     def stop(self) -> None:
+        self.watcher.close()
         self.link.stop(final=(status_topic(self.device_id), shutdown_status(time.time())))
         self.heartbeat.beat("stopped")
         self.notifier.stopping()
@@ -132,7 +149,7 @@ class Forwarder:
             deadline = min(deadline, self.reconnect.next_attempt)
         timeout = max(0.0, deadline - now) if wait else 0.0
         try:
-            ev: LinkEvent | None = self.events.get(timeout=timeout)
+            ev: LinkEvent | UplinkChanged | None = self.events.get(timeout=timeout)
         except queue.Empty:
             ev = None
         while ev is not None:
@@ -159,8 +176,16 @@ class Forwarder:
                                    "receipted": self.stats.receipted})
         self.notifier.ping()
 
-    def _on_event(self, ev: LinkEvent, now: float) -> None:
-        if isinstance(ev, Message):
+    def _on_event(self, ev: LinkEvent | UplinkChanged, now: float) -> None:
+        if isinstance(ev, UplinkChanged):
+            if ev.change.switched:
+                log.info("uplink switched to %s: reconnecting over it now",
+                         ev.change.current.active)
+                self.link_changed()
+            if ev.change.policy_changed:
+                log.info("4G budget: sending %s", ev.change.current.allowed)
+                self._next_poll = now  # re-filter what is enqueued
+        elif isinstance(ev, Message):
             self._apply(self.sender.receive(ev.topic, ev.payload, now), now)
         elif isinstance(ev, Connected):
             self._connecting = False
@@ -183,9 +208,31 @@ class Forwarder:
             self._apply(self.sender.link_down(now), now)
 
     # ------------------------------------------------------------------ spool → sender
+    def _metered(self) -> tuple[str, int]:
+        st = self.watcher.current
+        if st is None:
+            return "all", 0
+        small = int((st.doc.get("budget") or {}).get("small_recording_bytes", 0) or 0)
+        return st.allowed, small
+
     def _poll_spool(self, now: float) -> None:
-        for rec in self.spool.waiting(limit=self.fcfg.max_enqueued):
-            if rec.recording_id in self._enqueued or rec.manifest is None:
+        policy, small = self._metered()
+        waiting = self.spool.waiting(limit=self.fcfg.max_enqueued,
+                                     max_priority=0 if policy == "telemetry_only" else 1)
+        allowed = {r.recording_id for r in waiting
+                   if may_send(policy, r.priority, r.sealed_size, small)}
+        for rid in list(self._enqueued - allowed):
+            rec_now = self.spool.get(rid)
+            if rec_now is not None and rec_now.state in (State.STORED, State.SENDING) and \
+                    not may_send(policy, rec_now.priority, rec_now.sealed_size, small):
+                # bulk waits for the wired line; it resumes where it stopped
+                self.sender.forget(rid)
+                self._enqueued.discard(rid)
+                self._close(rid)
+                self.spool.release(rid)
+        for rec in waiting:
+            if rec.recording_id in self._enqueued or rec.manifest is None or \
+                    rec.recording_id not in allowed:
                 continue
             r = Recording(recording_id=rec.recording_id, seq=rec.seq, priority=rec.priority,
                           sealed_size=rec.sealed_size,
@@ -292,11 +339,18 @@ class Forwarder:
 
     # ------------------------------------------------------------------ telemetry
     def _uplink_in_use(self) -> str:
-        st = read_uplink(self._uplink_file, boottime())
-        if st.known:
-            return st.active or "none"
+        st = self.watcher.current
+        if st is not None and st.age_s() < 120:
+            return st.active if st.active in ("wired", "4g") else "none"
         # no uplink daemon on this box: we are on its one (wired) link, or offline
         return "wired" if self.connected else "none"
+
+    def _mobile_budget(self) -> tuple[int | None, int | None]:
+        st = self.watcher.current
+        budget = (st.doc.get("budget") or {}) if st is not None else {}
+        used, cap = budget.get("used_bytes"), budget.get("hard_cap_bytes")
+        return (int(used) if isinstance(used, int) else None,
+                int(cap) if isinstance(cap, int) else None)
 
     def _publish_telemetry(self, now: float) -> None:
         try:
@@ -310,6 +364,8 @@ class Forwarder:
                 backlog_oldest_age_s=(None if s.oldest_waiting_age_s is None
                                       else int(s.oldest_waiting_age_s)),
                 uplink=self._uplink_in_use(), last_receipt_age_s=last,
+                mobile_used_bytes=self._mobile_budget()[0],
+                mobile_budget_bytes=self._mobile_budget()[1],
                 errors=tuple(sorted(k for k in self.stats.alerts if "." in k))[:8],
                 seq=self._telemetry_seq)
         except Exception:

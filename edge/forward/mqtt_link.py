@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import errno
 import logging
-import queue
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -75,10 +75,10 @@ def tls_context(mc: MqttConfig) -> ssl.SSLContext:
 
 
 class MqttLink:
-    def __init__(self, mc: MqttConfig, events: queue.Queue[LinkEvent], *,
+    def __init__(self, mc: MqttConfig, emit: Callable[[LinkEvent], None], *,
                  will: tuple[str, bytes], subscriptions: list[str], max_inflight: int) -> None:
         self._mc = mc
-        self._events = events
+        self._emit = emit
         self._subscriptions = subscriptions
         c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                         client_id=mc.client_id, protocol=mqtt.MQTTv5)
@@ -140,7 +140,7 @@ class MqttLink:
                 self.client.connect(mc.host, mc.port, keepalive=mc.keepalive_s,
                                     clean_start=False, properties=props)
             except (OSError, ssl.SSLError) as e:
-                self._events.put(Disconnected(classify(e), f"connect: {e}", False))
+                self._emit(Disconnected(classify(e), f"connect: {e}", False))
                 continue
             rc = mqtt.MQTT_ERR_SUCCESS
             while not (self._stop.is_set() or self._drop.is_set()):
@@ -159,7 +159,7 @@ class MqttLink:
                 reason, kind = f"broker refused: {self._connack_failure}", Failure.BROKER
             else:
                 reason, kind = f"connection lost ({mqtt.error_string(rc)})", Failure.NETWORK
-            self._events.put(Disconnected(kind, reason, was_up))
+            self._emit(Disconnected(kind, reason, was_up))
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     rc: ReasonCode, props: Properties | None) -> None:
@@ -169,7 +169,7 @@ class MqttLink:
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
         self._up = True
-        self._events.put(Connected(bool(flags.session_present)))
+        self._emit(Connected(bool(flags.session_present)))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object,
                        flags: mqtt.DisconnectFlags, rc: ReasonCode,
@@ -178,4 +178,4 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     msg: mqtt.MQTTMessage) -> None:
-        self._events.put(Message(msg.topic, bytes(msg.payload)))
+        self._emit(Message(msg.topic, bytes(msg.payload)))

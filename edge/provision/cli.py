@@ -150,11 +150,16 @@ def _provision(args: argparse.Namespace) -> int:
                          pinned_ca_sha256=_pinned(args, host))
     print(f"Perangkat / device {bundle.device_id}, {bundle.office}; pusat / central "
           f"{bundle.broker_host}:{bundle.broker_port} (bundle {bundle_path.name})")
+    pending = prov.pending() or {}
+    if (pending.get("claim_id") == code.claim_id and pending.get("stage") == "installed"
+            and prov.existing_device() is None):
+        print("Melanjutkan / resuming: the certificate for this code is already installed")
+        return _finish(args, host, prov, bundle)
     request = prov.prepare(bundle, force=args.force)
+    prov.save_bundle(data)
     print("Kunci identitas dibuat di perangkat ini / identity key made on this device "
           f"({DEVICE_PATHS.key}, 0600; it never leaves the appliance)")
     if offline:
-        prov.save_bundle(data)
         out = args.request_out or bundle_path.parent / f"{bundle.device_id}.request.json"
         content = request.encode_file(code.claim_id, bundle.device_id, code.claim_key())
         host.write(DEVICE_PATHS.provision_dir / out.name, content, 0o600)

@@ -245,7 +245,10 @@ class Provisioner:
         returns the request to send."""
         existing = self.existing_device()
         pending = self.pending()
-        same_claim = pending is not None and pending.get("claim_id") == bundle.claim_id
+        # An interrupted run for this same code may resume (its keys are kept); a finished
+        # one is a provisioned device like any other.
+        same_claim = (pending is not None and pending.get("claim_id") == bundle.claim_id
+                      and pending.get("stage") != "installed")
         if existing is not None and not force and not same_claim:
             raise ProvisionError(
                 f"this appliance is already provisioned as {existing}; to provision it again "

@@ -167,10 +167,14 @@ def _enrol(args: argparse.Namespace) -> int:
     if issued.cancelled:
         print(f"(older unused code(s) for this device cancelled: {', '.join(issued.cancelled)})")
     if not args.no_qr:
-        print(qr_text(code.qr_payload))
-        base = issued.bundle_path.with_name(f"{issued.device_id}.{code.claim_id}.qr")
-        files = write_qr_files(code.qr_payload, base)
-        print(f"QR files (hold the code; send, then delete): {', '.join(map(str, files))}")
+        try:
+            print(qr_text(code.qr_payload))
+            base = issued.bundle_path.with_name(f"{issued.device_id}.{code.claim_id}.qr")
+            files = write_qr_files(code.qr_payload, base)
+            print(f"QR files (hold the code; send, then delete): "
+                  f"{', '.join(map(str, files))}")
+        except OpsError as e:  # no segno: the code above is all the technician needs
+            print(f"(no QR code: {e.message})", file=sys.stderr)
     print(f"bundle: {issued.bundle_path}")
     print("Give the technician the code and the bundle (USB stick, or the SD card's "
           "edge-bundles folder). On the appliance:\n"

@@ -166,3 +166,48 @@ def test_service_identities_are_not_issued_through_enrolment(central: Central) -
     bad = request("central-receiver")
     assert central.handle(issued.code.claim_id, bad).reason == "enrol.wrong_device"
     assert isinstance(FleetCA.load(central.layout.path("ca_dir")), FleetCA)
+
+
+def test_two_devices_racing_for_one_code_only_one_wins(central: Central) -> None:
+    import threading
+    issued = central.issue_code("kec-0001-01", "Kec A")
+    answers = []
+    barrier = threading.Barrier(2)
+
+    def claim() -> None:
+        c = Central(central.layout)  # each as its own process would: own connection
+        try:
+            barrier.wait()
+            answers.append(c.handle(issued.code.claim_id, request("kec-0001-01")))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(a.reason or "issued" for a in answers) == ["enrol.code_used", "issued"]
+
+
+def test_a_crash_before_the_claim_is_revoked_is_finished_at_the_next_start(
+        central: Central, monkeypatch: pytest.MonkeyPatch) -> None:
+    issued = central.issue_code("kec-0001-01", "Kec A")
+
+    def crash(self: Central, claim_id: str, replaced: list[str]) -> None:
+        raise KeyboardInterrupt("power cut after the answer")
+
+    monkeypatch.setattr(Central, "_finish_claim", crash)
+    with pytest.raises(KeyboardInterrupt):
+        central.handle(issued.code.claim_id, request("kec-0001-01"))
+    monkeypatch.undo()
+    row = central.store.code(issued.code.claim_id)
+    assert row is not None and row.state == "used" and not row.claim_revoked
+    restarted = Central(central.layout)
+    try:
+        assert restarted.reconcile() == [issued.code.claim_id]
+        assert restarted.reconcile() == []
+    finally:
+        restarted.close()
+    crl = load_crl(central.layout.path("crl"))
+    assert crl.get_revoked_certificate_by_serial_number(int(row.claim_serial, 16)) is not None

@@ -175,8 +175,8 @@ def open_bundle(data: bytes, code: EnrolmentCode, *, source: str = "bundle",
     """Check a bundle against the code (and a pinned CA, if the image has one); return it.
 
     Checks, in order: it is a bundle; its MAC verifies under this code (else it belongs to
-    another code or was altered); the CA's signature verifies; the claim certificate is a
-    current claim identity from that CA, for this code's claim id and claim key.
+    another code or was altered); the CA's signature verifies; the CA is the pinned one (if
+    given); the claim certificate was issued by that CA for this code's claim id and key.
     """
     try:
         doc = json.loads(data)

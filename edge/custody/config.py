@@ -7,12 +7,12 @@ default ``max_inflight_messages`` of 20.
 
 from __future__ import annotations
 
-from edge.config import Config
+from edge.config import Config, Section
 from edge.custody.receiver import ReceiverConfig
 from edge.custody.sender import SenderConfig
 from edge.errors import ConfigError
 
-__all__ = ["parse_receiver_config", "parse_sender_config"]
+__all__ = ["parse_receiver_config", "parse_receiver_section", "parse_sender_config"]
 
 
 def parse_sender_config(cfg: Config) -> SenderConfig:
@@ -40,7 +40,12 @@ def parse_sender_config(cfg: Config) -> SenderConfig:
 
 def parse_receiver_config(cfg: Config, receiver_id: str) -> ReceiverConfig:
     """``receiver_id`` names this instance in receipts (e.g. its MQTT client id)."""
-    s = cfg.section("central").sub("custody")
+    return parse_receiver_section(cfg.section("central").sub("custody"), receiver_id)
+
+
+def parse_receiver_section(s: Section, receiver_id: str) -> ReceiverConfig:
+    """The ``[central.custody]`` table itself: the central site's ``central.toml`` is not a
+    device config, so ``edge-central receive`` hands over the table directly."""
     d = ReceiverConfig(receiver_id=receiver_id)
     out = ReceiverConfig(
         receiver_id=receiver_id,

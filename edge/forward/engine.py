@@ -117,6 +117,10 @@ class Forwarder:
         self.notifier.ready(status="forwarding")
 
     def stop(self) -> None:
+        st = self.stats
+        log.info("stopping: %d chunks sent (%d bytes), %d receipts, %d connects, alerts %s",
+                 st.chunks_sent, st.bytes_sent, st.receipted, st.connects,
+                 dict(st.alerts) or "none")
         self.watcher.close()
         self.link.stop(final=(status_topic(self.device_id), shutdown_status(time.time())))
         self.heartbeat.beat("stopped")
@@ -173,7 +177,9 @@ class Forwarder:
             self._publish_telemetry(now)
         self.heartbeat.beat("ok", {"connected": self.connected,
                                    "in_progress": len(self._enqueued),
-                                   "receipted": self.stats.receipted})
+                                   "receipted": self.stats.receipted,
+                                   "chunks_sent": self.stats.chunks_sent,
+                                   "bytes_sent": self.stats.bytes_sent})
         self.notifier.ping()
 
     def _on_event(self, ev: LinkEvent | UplinkChanged, now: float) -> None:

@@ -58,6 +58,9 @@ class Central:
         self.procs.append(p)
         return p
 
+    def logs(self) -> str:
+        return "\n".join(f.read_text()[-2000:] for f in self.root.glob("*.log"))
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -82,6 +85,7 @@ def make_central(root: Path, broker: Broker) -> Central:
     (root / "receipt.key").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
+    (root / "receipt.key").chmod(0o600)
     (root / "devices").mkdir(exist_ok=True)
     return Central(root, broker, key)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -134,7 +135,7 @@ def test_slow_receiver_behind_a_tiny_broker_queue_loses_nothing(broker: Broker,
                                                                 tmp_path: Path) -> None:
     """Mosquitto drops QoS 1 messages beyond max_queued_messages for a slow subscriber while
     still PUBACKing the publisher; the end-to-end protocol notices and resends."""
-    broker.render(max_queued_messages=4)
+    broker.render(max_inflight_messages=2, max_queued_messages=4)
     broker.restart()
     central = make_central(tmp_path / "central", broker)
     rx = central.start_receiver()
@@ -142,15 +143,24 @@ def test_slow_receiver_behind_a_tiny_broker_queue_loses_nothing(broker: Broker,
     office.start_intake()
     office.start_forwarder()
     try:
-        time.sleep(1.0)
-        rx.send_signal(signal.SIGSTOP)  # the receiver stalls; the broker's queue overflows
         ids = [f"q-{i:03d}" for i in range(30)]
         for rid in ids:
-            assert upload(office, rid, body_for(rid, 200_000)) == 201
+            assert upload(office, rid, body_for(rid, 400_000)) == 201
+        # once chunks are streaming, the receiver stalls; the broker's queue overflows
+        wait_until(lambda: any(r["state"] == "purged" for r in spool_rows(office)), 30,
+                   "the first receipt")
+        rx.send_signal(signal.SIGSTOP)
         time.sleep(4.0)
         rx.send_signal(signal.SIGCONT)
         wait_until(lambda: all_purged(office), 120, "every receipt after the stall")
         assert set(central_matches_spool(central, office)) == set(ids)
+        # The broker PUBACKed chunks it then dropped for the stalled receiver: the forwarder
+        # had to send more than the sealed bytes (else this test proved nothing).
+        sealed = sum(r["sealed_size"] for r in spool_rows(office))
+        office.kill_forwarder(signal.SIGTERM)
+        m = re.search(r"stopping: \d+ chunks sent \((\d+) bytes\)",
+                      (office.root / "forward.log").read_text())
+        assert m is not None and int(m.group(1)) > sealed, (m and m.group(0), sealed)
         assert check_removals_have_valid_receipts(office, central) == len(ids)
     finally:
         office.stop()

@@ -42,6 +42,7 @@ from edge.forward.reconnect import Reconnector
 from edge.health import FORWARDER
 from edge.health.heartbeat import Heartbeat, heartbeat_dir, runtime_dir
 from edge.health.sdnotify import Notifier
+from edge.panel.config import parse_panel_config
 from edge.spool import Spool, State
 from edge.telemetry import build_telemetry, last_will, online_status, shutdown_status
 from edge.telemetry.schema import status_topic, telemetry_topic
@@ -104,6 +105,9 @@ class Forwarder:
         self._next_telemetry = 0.0
         self._telemetry_seq = 0
         self._connecting = False
+        # report the programs the panel watches (an office without an uplink daemon runs
+        # no "uplink" program, and must not be reported as having a stuck one)
+        self._programs = tuple(parse_panel_config(cfg).thresholds.programs)
         self.watcher = UplinkWatcher(runtime_dir(cfg.device.state_dir))
         self.watcher.on_change(lambda ch: self.events.put(UplinkChanged(ch)))
 
@@ -373,7 +377,7 @@ class Forwarder:
                 mobile_used_bytes=self._mobile_budget()[0],
                 mobile_budget_bytes=self._mobile_budget()[1],
                 errors=tuple(sorted(k for k in self.stats.alerts if "." in k))[:8],
-                seq=self._telemetry_seq)
+                seq=self._telemetry_seq, programs=self._programs)
         except Exception:
             log.exception("telemetry not built")
             return

@@ -1,14 +1,20 @@
 """The forwarder's one MQTT v5 connection to the central broker: a thin paho-mqtt adapter.
 
 Mutual TLS with the device certificate, client id = device id, ``clean_start = False`` with a
-session expiry so receipts published while the office is offline wait at the broker. The
-network thread owns the socket (connect + ``loop()``); the engine thread publishes (paho's
-publish is thread-safe) and receives everything else as events on a queue. The engine, not
-paho, decides when to reconnect (``request_connect``), so the reconnect policy stays pure.
+session expiry so receipts published while the office is offline wait at the broker.
+
+Threads: the link thread makes each connection (``connect()``), then hands the socket to
+paho's own network thread (``loop_start``) with paho's reconnect switched off, so the engine,
+not paho, decides when to reconnect (the reconnect policy stays pure). The engine publishes
+only while a connection is up: paho's ``publish`` is safe from another thread only while
+paho's network thread runs (otherwise it writes to the TLS socket itself, racing the link
+thread), so ``publish`` checks that under a lock and otherwise drops the message — the
+custody protocol resends what was not acknowledged end to end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -81,7 +87,8 @@ class MqttLink:
         self._emit = emit
         self._subscriptions = subscriptions
         c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                        client_id=mc.client_id, protocol=mqtt.MQTTv5)
+                        client_id=mc.client_id, protocol=mqtt.MQTTv5,
+                        reconnect_on_failure=False)
         c.tls_set_context(tls_context(mc))
         c.will_set(will[0], will[1], qos=1, retain=True)
         c.max_inflight_messages_set(max_inflight)
@@ -95,7 +102,10 @@ class MqttLink:
         self._drop = threading.Event()
         self._stop = threading.Event()
         self._connack_failure: str | None = None
+        self._disconnect_reason: str | None = None
         self._up = False
+        self._was_up = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
 
     # ------------------------------------------------------------------ engine side
@@ -112,18 +122,24 @@ class MqttLink:
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
         """Clean stop; ``final`` (topic, payload) is published retained first (shutdown
         status, so the fleet view tells a planned stop from a crash)."""
-        if final is not None and self._up:
-            info = self.client.publish(final[0], final[1], qos=1, retain=True)
-            info.wait_for_publish(timeout=2.0)
+        if final is not None:
+            info = self.publish(final[0], final[1], qos=1, retain=True)
+            if info is not None:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(timeout=2.0)
         self._stop.set()
         self._want.set()
         self._thread.join(timeout=10)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1,
-                retain: bool = False) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=qos, retain=retain)
+                retain: bool = False) -> mqtt.MQTTMessageInfo | None:
+        """Queue a message for paho's network thread; None (dropped) when not connected."""
+        with self._lock:
+            if not self._up:
+                return None
+            return self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    # ------------------------------------------------------------------ network thread
+    # ------------------------------------------------------------------ link thread
     def _run(self) -> None:
         mc = self._mc
         while not self._stop.is_set():
@@ -134,6 +150,8 @@ class MqttLink:
                 break
             self._drop.clear()
             self._connack_failure = None
+            self._disconnect_reason = None
+            self._was_up = False
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = mc.session_expiry_s
             try:
@@ -142,39 +160,47 @@ class MqttLink:
             except (OSError, ssl.SSLError) as e:
                 self._emit(Disconnected(classify(e), f"connect: {e}", False))
                 continue
-            rc = mqtt.MQTT_ERR_SUCCESS
-            while not (self._stop.is_set() or self._drop.is_set()):
-                rc = self.client.loop(timeout=0.2)
-                if rc != mqtt.MQTT_ERR_SUCCESS or self._connack_failure is not None:
-                    break
-            was_up = self._up
-            self._up = False
+            self.client.loop_start()  # paho's network thread; it ends when the link does
+            thread = self.client._thread
+            while thread is not None and thread.is_alive():
+                if self._stop.is_set() or self._drop.is_set():
+                    with self._lock:
+                        self._up = False
+                    self.client.disconnect()
+                thread.join(timeout=0.2)
+            self.client.loop_stop()
+            with self._lock:
+                self._up = False
+            was_up = self._was_up
             if self._stop.is_set() or self._drop.is_set():
-                self.client.disconnect()
-                self.client.loop(timeout=0.5)
-                reason, kind = ("stopping" if self._stop.is_set() else "uplink switched",
-                                Failure.NETWORK)
+                reason = "stopping" if self._stop.is_set() else "uplink switched"
+                self._emit(Disconnected(Failure.NETWORK, reason, True))
             elif self._connack_failure is not None:
-                self.client.disconnect()
-                reason, kind = f"broker refused: {self._connack_failure}", Failure.BROKER
+                self._emit(Disconnected(Failure.BROKER,
+                                        f"broker refused: {self._connack_failure}", False))
             else:
-                reason, kind = f"connection lost ({mqtt.error_string(rc)})", Failure.NETWORK
-            self._emit(Disconnected(kind, reason, was_up))
+                self._emit(Disconnected(Failure.NETWORK, "connection lost "
+                                        f"({self._disconnect_reason or 'no reason'})", was_up))
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     rc: ReasonCode, props: Properties | None) -> None:
         if rc.is_failure:
             self._connack_failure = str(rc)
+            client.disconnect()
             return
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
-        self._up = True
+        with self._lock:
+            self._up = True
+        self._was_up = True
         self._emit(Connected(bool(flags.session_present)))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object,
                        flags: mqtt.DisconnectFlags, rc: ReasonCode,
                        props: Properties | None) -> None:
-        log.info("mqtt disconnected: %s", rc)
+        with self._lock:
+            self._up = False
+        self._disconnect_reason = str(rc)
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     msg: mqtt.MQTTMessage) -> None:

@@ -170,12 +170,14 @@ fi
 if [ "$CENTRAL" -eq 0 ]; then
     dir /etc/edge 0750 root:edge
     dir /var/lib/edge 0700 edge:edge
-    # keys and certificates already there (provisioning writes them): the programs read
-    # them as group edge, nobody else; anything else secret stays root's
+    # keys and certificates already there (provisioning writes them): private keys belong
+    # to the service user alone (0600, as edge provision writes them); certificates,
+    # public keys and the config are read by group edge; anything else stays root's
     for f in "$ROOT"/etc/edge/*; do
         [ -f "$f" ] || continue
         case "$f" in
-            *.key|*.crt|*.pub|*.pem|*.toml) mode=640; owner=root:edge ;;
+            *.key) mode=600; owner=edge:edge ;;
+            *.crt|*.pub|*.pem|*.toml) mode=640; owner=root:edge ;;
             *) mode=600; owner=root:root ;;
         esac
         [ "$(stat -c %a "$f")" = "$mode" ] || chmod "$mode" "$f"

@@ -3,7 +3,6 @@
 from edge.spool.lifecycle import Event, State
 from edge.spool.store import (
     IntakeReceipt,
-    ReceiptLike,
     Recording,
     RecoveryReport,
     Spool,
@@ -14,7 +13,6 @@ from edge.spool.store import (
 __all__ = [
     "Event",
     "IntakeReceipt",
-    "ReceiptLike",
     "Recording",
     "RecoveryReport",
     "Spool",

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 import sqlite_utils
 
+from edge.custody.receipt import VerifiedReceipt
 from edge.durable import TEMP_PREFIX, fsync_dir
 from edge.errors import IntegrityError, SpoolConflict, SpoolError, SpoolFull, SpoolNotFound
 from edge.seal.format import RECORDING_ID_RE, TAG_SIZE
@@ -46,7 +47,6 @@ from edge.spool.lifecycle import WAITING, Event, State, next_state, sources_for
 
 __all__ = [
     "IntakeReceipt",
-    "ReceiptLike",
     "Recording",
     "RecoveryReport",
     "Spool",
@@ -103,17 +103,6 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class ReceiptLike(Protocol):
-    """What the spool needs of a verified central custody receipt (see edge.custody)."""
-
-    @property
-    def recording_id(self) -> str: ...
-    @property
-    def sealed_sha256(self) -> str: ...
-    @property
-    def raw(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -625,19 +614,27 @@ class Spool:
     def release(self, recording_id: str) -> Recording:
         return self._transition(recording_id, Event.RELEASE)
 
-    def mark_receipted(self, receipt: ReceiptLike) -> Recording:
-        """Record a *verified* custody receipt. The receipt must name this recording's
-        sealed SHA-256; anything else is refused and the recording stays waiting."""
+    def mark_receipted(self, receipt: VerifiedReceipt) -> Recording:
+        """Record a custody receipt. Only a ``VerifiedReceipt`` (made solely by
+        ``edge.custody.receipt.verify_receipt``) is taken, and it must name this device's
+        recording with this sealed SHA-256 and size; anything else is refused and the
+        recording stays waiting."""
+        if not isinstance(receipt, VerifiedReceipt):
+            raise IntegrityError("only a verified custody receipt may release a recording",
+                                 key="receipt.unverified")
         rec = self.require(receipt.recording_id)
-        if receipt.sealed_sha256 != rec.sealed_sha256:
+        if (receipt.sealed_sha256.hex() != rec.sealed_sha256
+                or receipt.sealed_size != rec.sealed_size):
             raise IntegrityError(
                 f"receipt for {rec.recording_id} names sealed SHA-256 "
-                f"{receipt.sealed_sha256[:12]}..., the spool holds {rec.sealed_sha256[:12]}...",
+                f"{receipt.sealed_sha256.hex()[:12]}... ({receipt.sealed_size} bytes), the spool "
+                f"holds {rec.sealed_sha256[:12]}... ({rec.sealed_size} bytes)",
                 key="receipt.mismatch")
         if rec.state is State.RECEIPTED:
             return rec
         return self._transition(rec.recording_id, Event.RECEIPT,
-                                ", receipted_at = ?, receipt = ?", (time.time(), receipt.raw))
+                                ", receipted_at = ?, receipt = ?",
+                                (time.time(), receipt.receipt))
 
     def purge(self, recording_id: str) -> Recording:
         """Delete the sealed file of a receipted recording. The row stays as a tombstone so a
@@ -652,6 +649,20 @@ class Spool:
             self._discard(self.data_dir / rec.file)
         return self._transition(recording_id, Event.PURGE, ", purged_at = ?, file = NULL",
                                 (time.time(),))
+
+    def quarantine(self, recording_id: str, reason: str) -> Recording:
+        """A waiting recording that can never be delivered (its sealed file is damaged):
+        set the file aside for a technician, mark the row ``lost`` and report it. Never a
+        silent delete."""
+        rec = self.require(recording_id)
+        next_state(rec.state, Event.FILE_LOST)  # raises StateError if not waiting
+        if rec.file and (self.data_dir / rec.file).exists():
+            shutil.move(str(self.data_dir / rec.file), str(self.quarantine_dir / rec.file))
+            fsync_dir(self.quarantine_dir)
+            fsync_dir(self.data_dir)
+        with self._tx() as conn:
+            self._event(conn, "quarantined", recording_id, reason)
+        return self._transition(recording_id, Event.FILE_LOST)
 
     def prune_purged(self, older_than_s: float) -> int:
         with self._tx() as conn:

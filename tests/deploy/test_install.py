@@ -86,7 +86,7 @@ def test_units_and_config_files_in_place(staged: Path) -> None:
 def test_directory_and_key_permissions(staged: Path) -> None:
     assert mode(staged / "etc/edge") == 0o750
     assert mode(staged / "var/lib/edge") == 0o700
-    assert mode(staged / "etc/edge/device.key") == 0o640
+    assert mode(staged / "etc/edge/device.key") == 0o600
     assert mode(staged / "etc/edge/claim.secret") == 0o600
 
 
@@ -96,7 +96,7 @@ def test_plan_lists_the_system_changes_it_did_not_make(staged: Path) -> None:
                for ln in plan)
     assert "chown root:edge /etc/edge" in plan
     assert "chown edge:edge /var/lib/edge" in plan
-    assert "chown root:edge /etc/edge/device.key" in plan
+    assert "chown edge:edge /etc/edge/device.key" in plan
     assert "chown root:root /etc/edge/claim.secret" in plan
     assert ("systemctl enable edge.target edge-intake.service edge-forward.service "
             "edge-uplink.service edge-panel.service") in plan

@@ -164,7 +164,7 @@ def test_a_killed_program_goes_stale(tmp_path: Path) -> None:
         "import sys, time\n"
         "from pathlib import Path\n"
         "from edge.health.heartbeat import Heartbeat\n"
-        "beat = Heartbeat(Path(sys.argv[1]), 'forwarder', min_interval_s=0.05)\n"
+        "beat = Heartbeat(Path(sys.argv[1]), 'forward', min_interval_s=0.05)\n"
         "while True:\n"
         "    beat.beat('ok', {'n': 1})\n"
         "    time.sleep(0.05)\n"

@@ -23,9 +23,9 @@ SNAPSHOTS: dict[str, dict[str, Any]] = {
     "backlog": {"uplink_active": None, "backlog_oldest_age_s": 8 * 3600.0},
     "nearly-full": {"spool_free_fraction": 0.04},
     "refusing": {"spool_refusing": True, "spool_free_fraction": 0.0},
-    "program-down": {"heartbeats": hb(forwarder=STALE)},
+    "program-down": {"heartbeats": hb(forward=STALE)},
     "starting": {"uptime_s": 25.0, "uplink_known": False,
-                 "heartbeats": hb(forwarder=OTHER_BOOT, uplink=None)},
+                 "heartbeats": hb(forward=OTHER_BOOT, uplink=None)},
     "not-provisioned": {"provisioned": False, "spool_known": False, "heartbeats": {}},
     "locate": {"locate_until": 4000.0},
 }

@@ -68,7 +68,7 @@ def test_once_in_the_terminal_prints_the_lights_and_the_programs(
     assert out[1].startswith("NET  ") and "slow blink" in out[1] and "online on 4G" in out[1]
     assert "steady on" in out[2] and "recordings stored safely" in out[2]
     assert "short pulse" in out[3] and "all programs running" in out[3]
-    assert out[4] == "programs: intake running, forwarder running, uplink running"
+    assert out[4] == "programs: intake running, forward running, uplink running"
     beat = read_heartbeats(tmp_path / "state" / "run" / "heartbeat")["panel"]
     assert beat.detail == {"net": "online-4g", "data": "stored-safely", "sys": "running"}
 

@@ -41,9 +41,9 @@ TH = PanelThresholds()
      (NetState.WIRED, DataState.NEARLY_FULL, SysState.OK)),
     ("refusing", {"spool_refusing": True, "spool_free_fraction": 0.0},
      (NetState.WIRED, DataState.REFUSING, SysState.OK)),
-    ("forwarder stuck", {"heartbeats": hb(forwarder=STALE)},
+    ("forwarder stuck", {"heartbeats": hb(forward=STALE)},
      (NetState.WIRED, DataState.SAFE, SysState.FAULT)),
-    ("forwarder never started", {"heartbeats": hb(forwarder=None)},
+    ("forwarder never started", {"heartbeats": hb(forward=None)},
      (NetState.WIRED, DataState.SAFE, SysState.FAULT)),
     ("intake down: nothing accepts recordings", {"heartbeats": hb(intake=STALE)},
      (NetState.WIRED, DataState.REFUSING, SysState.FAULT)),
@@ -56,7 +56,7 @@ TH = PanelThresholds()
     ("not provisioned", {"provisioned": False, "heartbeats": {"uplink": FRESH},
                          "spool_known": False},
      (NetState.WIRED, DataState.UNKNOWN, SysState.NOT_PROVISIONED)),
-    ("starting", {"uptime_s": 20.0, "heartbeats": hb(forwarder=None, uplink=OTHER_BOOT),
+    ("starting", {"uptime_s": 20.0, "heartbeats": hb(forward=None, uplink=OTHER_BOOT),
                   "uplink_known": False},
      (NetState.UNKNOWN, DataState.SAFE, SysState.STARTING)),
     ("starting, intake not up yet", {"uptime_s": 20.0, "heartbeats": {}, "spool_known": False,
@@ -74,7 +74,7 @@ def test_situations(case: str, over: dict[str, Any],
 
 
 def test_reasons_name_the_rule_and_programs_their_health() -> None:
-    d = derive_with_reasons(inputs(heartbeats=hb(forwarder=STALE), uplink_active="4g"))
+    d = derive_with_reasons(inputs(heartbeats=hb(forward=STALE), uplink_active="4g"))
     assert d.reasons == {Led.NET: "online on 4G", Led.DATA: "stored safely",
                          Led.SYS: "program down or stuck"}
     assert d.programs == {"intake": Health.RUNNING, "forward": Health.DOWN,
@@ -83,13 +83,13 @@ def test_reasons_name_the_rule_and_programs_their_health() -> None:
 
 def test_a_program_still_starting_after_the_grace_counts_as_running() -> None:
     starting = HeartbeatInfo(age_s=1.0, status="starting", detail={}, stale=False)
-    assert derive(inputs(uptime_s=10.0, heartbeats=hb(forwarder=starting))).sys \
+    assert derive(inputs(uptime_s=10.0, heartbeats=hb(forward=starting))).sys \
         is SysState.STARTING
-    assert derive(inputs(heartbeats=hb(forwarder=starting))).sys is SysState.OK
+    assert derive(inputs(heartbeats=hb(forward=starting))).sys is SysState.OK
 
 
 def test_a_program_that_crashed_during_start_up_is_a_fault_at_once() -> None:
-    assert derive(inputs(uptime_s=30.0, heartbeats=hb(forwarder=STALE))).sys is SysState.FAULT
+    assert derive(inputs(uptime_s=30.0, heartbeats=hb(forward=STALE))).sys is SysState.FAULT
 
 
 def test_missing_uplink_status_after_the_grace_is_a_fault_only_if_uplink_is_expected() -> None:

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.custody.receipt import VerifiedReceipt, sign_receipt, verify_receipt
 from edge.intake.ingest import Ingestor, Outcome
 from edge.seal import generate_sealing_keys
 from edge.spool import IntakeReceipt, Spool
@@ -36,13 +37,19 @@ def put(ing: Ingestor, rid: str, data: bytes, priority: int = 1) -> tuple[Outcom
         raise
 
 
-@dataclass(frozen=True)
-class FakeReceipt:
-    """Stands in for a verified custody receipt in spool unit tests (pure lifecycle logic)."""
+RECEIPT_KEY = Ed25519PrivateKey.generate()
 
-    recording_id: str
-    sealed_sha256: str
-    raw: bytes = b'{"receipt":"test"}'
+
+def receipt_for(spool: Spool, rid: str, sealed_sha256: str | None = None,
+                sealed_size: int | None = None) -> VerifiedReceipt:
+    """A real central receipt, signed and verified; ``sealed_sha256``/``sealed_size`` let a
+    test name other bytes than the spool holds."""
+    rec = spool.require(rid)
+    digest = bytes.fromhex(sealed_sha256 or rec.sealed_sha256)
+    size = rec.sealed_size if sealed_size is None else sealed_size
+    raw = sign_receipt(RECEIPT_KEY, device_id="kec-1", recording_id=rid, sealed_sha256=digest,
+                       sealed_size=size, received_at_ms=1, receiver_id="central-receiver-t")
+    return verify_receipt(RECEIPT_KEY.public_key(), raw, "kec-1", rid, digest)
 
 
 def sha(data: bytes) -> str:

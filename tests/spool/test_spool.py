@@ -16,7 +16,7 @@ from edge.intake.ingest import Outcome
 from edge.spool import State
 from edge.spool.lifecycle import TRANSITIONS, Event, next_state
 
-from .helpers import FakeReceipt, make_ingestor, make_spool, put, sha
+from .helpers import make_ingestor, make_spool, put, receipt_for, sha
 
 
 def test_wal_and_full_sync_are_in_effect(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_sequence_is_monotonic_and_never_reused(tmp_path: Path) -> None:
     ing = make_ingestor(sp)
     seqs = [put(ing, f"r{i}", b"x")[1].sequence for i in range(3)]
     for i in range(3):
-        sp.mark_receipted(FakeReceipt(f"r{i}", sp.require(f"r{i}").sealed_sha256))
+        sp.mark_receipted(receipt_for(sp, f"r{i}"))
         sp.purge(f"r{i}")
     sp.prune_purged(older_than_s=-1)
     assert put(ing, "r-new", b"y")[1].sequence > max(seqs)
@@ -73,9 +73,13 @@ def test_purge_only_after_receipt(tmp_path: Path) -> None:
         sp.purge("r")
     assert path.exists()
     with pytest.raises(IntegrityError, match="names sealed SHA-256"):
-        sp.mark_receipted(FakeReceipt("r", "0" * 64))
+        sp.mark_receipted(receipt_for(sp, "r", sealed_sha256="0" * 64))
+    with pytest.raises(IntegrityError, match="names sealed SHA-256"):
+        sp.mark_receipted(receipt_for(sp, "r", sealed_size=rec.sealed_size + 1))
+    with pytest.raises(IntegrityError, match="only a verified"):
+        sp.mark_receipted(object())  # type: ignore[arg-type]
     assert sp.require("r").state is State.SENDING
-    sp.mark_receipted(FakeReceipt("r", rec.sealed_sha256))
+    sp.mark_receipted(receipt_for(sp, "r"))
     sp.purge("r")
     after = sp.require("r")
     assert after.state is State.PURGED and not path.exists() and after.receipt
@@ -117,7 +121,7 @@ def test_recovery_removes_temps_quarantines_orphans_and_reports_lost(tmp_path: P
     put(ing, "kept", b"k" * 100)
     put(ing, "gone", b"g" * 100)
     put(ing, "done", b"d" * 100)
-    sp.mark_receipted(FakeReceipt("done", sp.require("done").sealed_sha256))
+    sp.mark_receipted(receipt_for(sp, "done"))
     sp.file_path(sp.require("gone")).unlink()
     sp.file_path(sp.require("done")).unlink()
     (tmp_path / "data" / ".tmp-x.seal.1.abcd").write_bytes(b"partial")
@@ -161,7 +165,7 @@ def test_several_processes_share_the_spool(tmp_path: Path) -> None:
         import sys
         sys.path.insert(0, {str(Path(__file__).parent.parent.parent)!r})
         from pathlib import Path
-        from tests.spool.helpers import make_spool, make_ingestor, put, FakeReceipt
+        from tests.spool.helpers import make_spool, make_ingestor, put, receipt_for
         sp = make_spool(Path({str(tmp_path)!r}))
         ing = make_ingestor(sp)
         tag = sys.argv[1]
@@ -170,7 +174,7 @@ def test_several_processes_share_the_spool(tmp_path: Path) -> None:
             if i % 3 == 0:
                 rid = f"{{tag}}-{{i}}"
                 sp.claim(rid)
-                sp.mark_receipted(FakeReceipt(rid, sp.require(rid).sealed_sha256))
+                sp.mark_receipted(receipt_for(sp, rid))
                 sp.purge(rid)
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script, tag]) for tag in ("p", "q")]

@@ -16,7 +16,7 @@ from edge.errors import IntegrityError, SpoolConflict, StateError
 from edge.intake.ingest import Outcome
 from edge.spool import Spool, State
 
-from .helpers import FakeReceipt, make_ingestor, make_spool, put
+from .helpers import make_ingestor, make_spool, put, receipt_for
 
 IDS = st.sampled_from([f"r{i}" for i in range(8)])
 BODIES = st.sampled_from([b"", b"a", b"b" * 5000, b"c" * 9000])
@@ -82,7 +82,7 @@ class SpoolMachine(RuleBasedStateMachine):
             return
         digest = "f" * 64 if forged else rec.sealed_sha256
         try:
-            self.spool.mark_receipted(FakeReceipt(rid, digest))
+            self.spool.mark_receipted(receipt_for(self.spool, rid, sealed_sha256=digest))
         except IntegrityError:
             assert forged
             return

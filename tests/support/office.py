@@ -46,6 +46,8 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -75,6 +77,7 @@ class Office:
         return load_config(self.config_path)
 
     tls_ca: Path | None = None
+    fwd: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -110,6 +113,20 @@ class Office:
                 time.sleep(0.05)
         raise RuntimeError("intake did not start")
 
+    def start_forwarder(self) -> subprocess.Popen[bytes]:
+        assert self.fwd is None or self.fwd.poll() is not None
+        log = (self.root / "forward.log").open("ab")
+        self.fwd = subprocess.Popen(
+            [sys.executable, "-m", "edge", "--config", str(self.config_path), "forward"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.extra_env},
+            cwd=REPO)
+        return self.fwd
+
+    def kill_forwarder(self, sig: int = signal.SIGKILL) -> None:
+        if self.fwd is not None and self.fwd.poll() is None:
+            self.fwd.send_signal(sig)
+            self.fwd.wait(timeout=20)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -117,10 +134,13 @@ class Office:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+        self.kill_forwarder(signal.SIGTERM)
 
 
 def make_office(root: Path, *, kem: str = "x25519", intake: dict[str, Any] | None = None,
-                spool: dict[str, Any] | None = None, workstation: str = "ws-01") -> Office:
+                spool: dict[str, Any] | None = None, workstation: str = "ws-01",
+                device_id: str = "kec-test-01",
+                extra: dict[str, dict[str, Any]] | None = None) -> Office:
     """``kem`` defaults to x25519 to keep tests quick; tests of the hybrid KEM ask for it."""
     root.mkdir(parents=True, exist_ok=True)
     state = root / "state"
@@ -134,7 +154,7 @@ def make_office(root: Path, *, kem: str = "x25519", intake: dict[str, Any] | Non
     write_sealing_keys(central, root / "central-seal.key", root / "central-seal.pub")
     port = free_port()
     cfg: dict[str, dict[str, Any]] = {
-        "device": {"id": "kec-test-01", "state_dir": str(state)},
+        "device": {"id": device_id, "state_dir": str(state)},
         "identity": {"key": str(key_path)},
         "seal": {"central_public_key": str(root / "central-seal.pub"), "kem": kem},
         "spool": {"dir": str(state / "spool"), "quota_bytes": "2GiB", "reserve_bytes": "64MiB",
@@ -143,6 +163,8 @@ def make_office(root: Path, *, kem: str = "x25519", intake: dict[str, Any] | Non
                    "body_idle_timeout_s": 3.0, "max_recording_bytes": "600MiB",
                    **(intake or {})},
     }
+    for table, values in (extra or {}).items():
+        cfg.setdefault(table, {}).update(values)
     config_path = root / "edge.toml"
     write_toml(config_path, cfg)
     token = TokenStore(state / "tokens.json").add(workstation)

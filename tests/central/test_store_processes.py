@@ -60,7 +60,8 @@ def test_sigkill_mid_put_or_commit_loses_nothing_reported(tmp_path: Path) -> Non
     outcomes = []
     for round_ in range(5):
         root = tmp_path / f"store{round_}"
-        p = worker("hammer", str(root), f"r{round_}", "4", str(SIZE), str(round_))
+        # More recordings than it can finish before the kill: it is always mid-way.
+        p = worker("hammer", str(root), f"r{round_}", "200", str(SIZE), str(round_))
         assert p.stdout is not None
         # Let it get going (first chunk stored), then kill it at a random later moment.
         first = p.stdout.readline()
@@ -68,10 +69,11 @@ def test_sigkill_mid_put_or_commit_loses_nothing_reported(tmp_path: Path) -> Non
         time.sleep(rng.uniform(0.0, 0.25))
         p.send_signal(signal.SIGKILL)
         p.wait(10)
-        outcomes.append(check_and_finish(root, f"r{round_}", 4, round_))
+        outcomes.append(check_and_finish(root, f"r{round_}", 200, round_))
     print("committed before the kill, finished after it:", outcomes)
-    # Every kill interrupted a recording in progress (each round has one unfinished).
-    assert all(f >= 1 for _, f in outcomes)
+    # The kills interrupted recordings in progress (unless one landed exactly between a
+    # commit and the next offer).
+    assert sum(f for _, f in outcomes) >= 3
 
 
 def test_two_processes_racing_to_commit_leave_one_copy_and_one_receipt(

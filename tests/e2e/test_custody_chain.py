@@ -227,3 +227,24 @@ def test_sigkill_forwarder_receiver_and_broker_during_a_big_transfer(broker: Bro
         t.join()
         office.stop()
         central.stop()
+
+
+def test_selftest_recording_comes_back_with_a_verified_receipt(broker: Broker,
+                                                               tmp_path: Path) -> None:
+    from edge.forward.selftest import send_test_recording
+
+    central = make_central(tmp_path / "central", broker)
+    central.start_receiver()
+    office = make_chain_office(tmp_path / "office", central)
+    try:
+        info = send_test_recording(office.config, timeout=60)  # no forwarder service yet
+        assert info.via == "self-test forwarder" and info.recording_id.startswith("selftest-")
+        office.start_forwarder()
+        wait_until(lambda: "connected to" in (office.root / "forward.log").read_text(), 30,
+                   "the forwarder service")
+        again = send_test_recording(office.config, timeout=60)
+        assert again.via == "service"
+        assert check_removals_have_valid_receipts(office, central) == 2
+    finally:
+        office.stop()
+        central.stop()

@@ -146,12 +146,16 @@ def test_slow_receiver_behind_a_tiny_broker_queue_loses_nothing(broker: Broker,
         ids = [f"q-{i:03d}" for i in range(30)]
         for rid in ids:
             assert upload(office, rid, body_for(rid, 400_000)) == 201
-        # once chunks are streaming, the receiver stalls; the broker's queue overflows
+        # once chunks are streaming, the receiver turns slow: it runs in short bursts, each
+        # burst acks chunks, the forwarder refills its window, and the broker's tiny queue for
+        # the stopped receiver overflows
         wait_until(lambda: any(r["state"] == "purged" for r in spool_rows(office)), 30,
                    "the first receipt")
-        rx.send_signal(signal.SIGSTOP)
-        time.sleep(4.0)
-        rx.send_signal(signal.SIGCONT)
+        for _ in range(12):
+            rx.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)
+            rx.send_signal(signal.SIGCONT)
+            time.sleep(0.15)
         wait_until(lambda: all_purged(office), 120, "every receipt after the stall")
         assert set(central_matches_spool(central, office)) == set(ids)
         # The broker PUBACKed chunks it then dropped for the stalled receiver: the forwarder

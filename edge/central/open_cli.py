@@ -74,8 +74,11 @@ def record_summary(rec: IndexRecord) -> dict[str, Any]:
     """What ``list --json`` prints per recording. The manifest fields are as signed by the
     device (checked on arrival); ``receiver_id`` names the instance that committed it."""
     try:
-        manifest = json.loads(rec.manifest).get("manifest", {})
+        envelope = json.loads(rec.manifest)
     except ValueError:
+        envelope = None
+    manifest = envelope.get("manifest") if isinstance(envelope, dict) else None
+    if not isinstance(manifest, dict):
         manifest = {}
     try:
         receiver_id: str | None = parse_receipt(rec.receipt or b"").receiver_id

@@ -25,8 +25,9 @@ Relative paths in the file are relative to the file's folder.
     op_timeout_s = 120
 
 Keys missing from ``[central]`` fall back to the ``[broker]`` (host, port) and ``[paths]``
-(ca_dir, crl, receipt_private_key, sealing_private_key, services_dir) tables that
-``edge-central init`` writes, so one file serves the ops tools and the receiver.
+(ca_dir, crl, receipt_private_key, sealing_private_key, services_dir, device_certs_dir)
+tables that ``edge-central init`` writes, so one file serves the ops tools and the receiver
+(the enrolment authority files each issued device certificate in ``device_certs_dir``).
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def _from_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                                           if services else None),
         "receipt_key": rel(c.opt_path("receipt_key")) or from_paths("receipt_private_key"),
         "sealing_key": rel(c.opt_path("sealing_key")) or from_paths("sealing_private_key"),
-        "device_certs_dir": rel(c.path("device_certs_dir", "devices")),
+        "device_certs_dir": rel(c.opt_path("device_certs_dir")) or from_paths(
+            "device_certs_dir") or base / "devices",
         "broker_host": c.opt_text("broker_host") or (
             broker.get("host") if isinstance(broker.get("host"), str) else None),
         "broker_port": c.integer("broker_port", _int(broker.get("port"), 8883), min=1,

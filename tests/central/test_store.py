@@ -164,6 +164,7 @@ def test_recovery_removes_leftovers_and_rolls_back_a_half_commit(tmp_path: Path)
         stranger = s.partial_dir / D / "notes.txt"
         stranger.write_bytes(b"not ours")
         # crash between "rename to final" and the index commit:
+        s.manifest_path(D, "half").write_bytes(b'{"m":1}')
         os.rename(s.partial_path(D, "half", 0), s.final_path(D, "half"))
     with CentralStore(root) as s:
         report = s.recover()
@@ -174,6 +175,7 @@ def test_recovery_removes_leftovers_and_rolls_back_a_half_commit(tmp_path: Path)
         assert stranger.exists()                               # not ours: left alone
         assert s.final_path(D, "done").read_bytes() == DATA    # committed: never touched
         assert not s.final_path(D, "half").exists()
+        assert not s.manifest_path(D, "half").exists()
         assert s.partial_path(D, "half", 0).read_bytes() == DATA
         assert s.commit(D, "half", 0, b"r-half").receipt == b"r-half"
         assert s.final_path(D, "half").read_bytes() == DATA

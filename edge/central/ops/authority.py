@@ -21,6 +21,7 @@ operator's ``revoke`` may run at once, so every change to it re-reads it under a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -229,10 +230,12 @@ class Central:
         claim = Claim(checked.name, key_fingerprint(checked.public_key), now.timestamp())
         replaced: list[str] = []
         decision: Decision | None = None
+        device_id = ""
         try:
             with self.store.transaction() as db:
                 row = self.store.code(claim_id, db)
                 assert row is not None  # codes are never deleted
+                device_id = row.device_id
                 decision = decide(row.view(), claim)
                 if isinstance(decision, Refuse):
                     answer = EnrolAnswer(rid, reason=decision.reason, message=decision.message)
@@ -259,7 +262,27 @@ class Central:
         if isinstance(decision, Issue):
             log.info("claim %s: issued certificates for %s", claim_id, claim.name)
             self._finish_claim(claim_id, replaced)
+        # Before the device hears its answer: once it has a certificate it may send
+        # recordings, and the custody receivers must be able to check them.
+        self._file_device_cert(device_id)
         return answer
+
+    def _file_device_cert(self, device_id: str) -> None:
+        """``devices/<id>.crt`` = the device's newest unrevoked certificate, for the custody
+        receivers (edge/central/devices.py). Called on every answer, so a resend repairs a
+        file a crash left out, and a late resend to a replaced appliance cannot bring its
+        old (revoked) certificate back."""
+        rows = self.store.certs(device_id, kinds=("device",), active_at=self.now().timestamp())
+        if not rows:
+            return
+        pem = rows[-1].pem.encode("ascii")
+        folder = self.layout.path("device_certs_dir")
+        folder.mkdir(mode=0o700, exist_ok=True)   # folders made before this existed
+        path = folder / f"{device_id}.crt"
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_bytes() == pem:
+                return
+        atomic_write_bytes(path, pem, mode=0o644)
 
     def _issue(self, db: sqlite3.Connection, claim_id: str, device_id: str,
                request: EnrolRequest, claim: Claim, now: datetime, via: str) -> EnrolAnswer:

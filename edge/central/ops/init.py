@@ -9,6 +9,7 @@ Place in the data flow: the first thing central ops runs. It makes
     broker/server.pem, server.key (0600)           the broker's TLS server certificate
     services/central-{receiver,fleet,enrol}.pem/.key   the central programs' identities
     enrol.db                                       enrolment codes and issued certificates
+    devices/                                       each issued device certificate, <id>.crt
     central.toml                                   paths, broker address, enrolment defaults
 
 ``central.toml`` is written last: a folder without it is an unfinished init, and ``init``
@@ -92,7 +93,7 @@ def init_central(directory: Path, *, broker_host: str, broker_port: int = 8883,
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     paths = {k: directory / v for k, v in DEFAULT_PATHS.items()}
-    for sub in ("ca_dir", "services_dir", "bundles_dir"):
+    for sub in ("ca_dir", "services_dir", "bundles_dir", "device_certs_dir"):
         paths[sub].mkdir(mode=0o700, exist_ok=True)
     for name in ("sealing_private_key", "broker_cert"):
         paths[name].parent.mkdir(mode=0o700, exist_ok=True)

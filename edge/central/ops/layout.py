@@ -61,6 +61,9 @@ DEFAULT_PATHS: dict[str, str] = {
     "broker_cert": "broker/server.pem",
     "broker_key": "broker/server.key",
     "services_dir": "services",
+    # Issued device certificates, <device id>.crt: the custody receivers check manifest
+    # signatures with them (edge/central/devices.py).
+    "device_certs_dir": "devices",
     "enrol_db": "enrol.db",
     "bundles_dir": "bundles",
 }

@@ -58,7 +58,7 @@ from edge.durable import fsync_dir
 __all__ = ["INDEX_FILE", "CentralStore", "RecoveryReport"]
 
 INDEX_FILE = "custody.db"
-_PARTIAL_RE = re.compile(r"(?P<rid>.+)\.g(?P<gen>\d{1,9})\Z")
+_PARTIAL_RE = re.compile(r"(?P<rid>.+)\.g(?P<gen>\d+)\Z")
 _TEMP_RE = re.compile(r"(?P<rid>.+)\.manifest\.\d+-[0-9a-f]{8}\.tmp\Z")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 
@@ -321,6 +321,9 @@ class CentralStore:
             return False
         _ensure_dir(partial.parent)
         os.rename(final, partial)
+        # the manifest beside it goes too: final/ holds only committed recordings
+        with contextlib.suppress(FileNotFoundError):
+            self.manifest_path(rec.device_id, rec.recording_id).unlink()
         fsync_dir(partial.parent)
         fsync_dir(final.parent)
         return True

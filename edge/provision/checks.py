@@ -330,7 +330,12 @@ class RecordingCheck:
                            "Not available in this build (the forwarder's self-test is "
                            "missing).", f"{type(e).__name__}: {e}")
         start = time.monotonic()
-        info = send(ctx.cfg, ctx.timeout_s * 3)
+        try:
+            info = send(ctx.cfg, ctx.timeout_s * 3)
+        except EdgeError as e:
+            return _result(self, FAIL, "Rekaman uji tidak mendapat tanda terima dari pusat.",
+                           "The test recording got no receipt from central.",
+                           f"{e.key}: {e.message}"[:300])
         elapsed = time.monotonic() - start
         rid = getattr(info, "recording_id", None) or "?"
         return _result(self, PASS, f"Rekaman uji diterima pusat ({elapsed:.1f} detik).",

@@ -55,6 +55,7 @@ class Machine:
                         str(self.root)], check=True)
         self._mounted.append(self.root)
         self.write("/etc/systemd/system/edge-harness.target", HARNESS_TARGET)
+        self._ensure_source_tree()
         self.write("/etc/machine-id", os.urandom(16).hex() + "\n", 0o444)
         log = (self.base / "console.log").open("wb")
         self.proc = subprocess.Popen(
@@ -75,6 +76,18 @@ class Machine:
                     return
             time.sleep(0.5)
         pytest.fail(f"container did not boot: {self.console()[-3000:]}")
+
+    SRC = Path("/usr/local/src/edge")
+
+    def _ensure_source_tree(self) -> None:
+        """The checkout may live where the container cannot see it (CI clones into /tmp,
+        which the container's systemd mounts a fresh tmpfs over): copy the source tree into
+        the overlay at ``Machine.SRC`` and install from there."""
+        repo = Path(__file__).resolve().parents[2]
+        inside = self.root / self.SRC.relative_to("/")
+        shutil.copytree(repo, inside, symlinks=True, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+            ".hypothesis", "demo-run", "*.egg-info"))
 
     def _find_leader(self) -> int | None:
         assert self.proc is not None

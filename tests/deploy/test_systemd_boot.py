@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 from tests.deploy.nspawn import Machine
-from tests.deploy.units import REPO
 from tests.support.office import make_office, write_toml
 
 pytestmark = pytest.mark.slow
@@ -116,7 +115,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     m = Machine(tmp_path_factory.mktemp("machine"))
     try:
         m.boot()
-        r = m.run("bash", str(REPO / "provisioning/install.sh"), timeout=600)
+        r = m.run("bash", str(Machine.SRC / "provisioning/install.sh"), timeout=600)
         assert "done: edge 0.1.0" in r.stderr, r.stderr
         yield m
     finally:
@@ -174,7 +173,7 @@ def test_installer_made_user_groups_and_enabled_units(machine: Machine) -> None:
         assert machine.run("systemctl", "is-enabled", unit).stdout.strip() == "enabled"
     stat = machine.run("stat", "-c", "%U:%G %a", "/etc/edge", "/var/lib/edge").stdout.split("\n")
     assert stat[:2] == ["root:edge 750", "edge:edge 700"]
-    again = machine.run("bash", str(REPO / "provisioning/install.sh"), timeout=600)
+    again = machine.run("bash", str(Machine.SRC / "provisioning/install.sh"), timeout=600)
     assert "wrote" not in again.stderr and "useradd" not in again.stderr
 
 

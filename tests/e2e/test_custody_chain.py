@@ -146,12 +146,16 @@ def test_slow_receiver_behind_a_tiny_broker_queue_loses_nothing(broker: Broker,
         ids = [f"q-{i:03d}" for i in range(30)]
         for rid in ids:
             assert upload(office, rid, body_for(rid, 400_000)) == 201
-        # once chunks are streaming, the receiver stalls; the broker's queue overflows
+        # once chunks are streaming, the receiver turns slow: it runs in short bursts, each
+        # burst acks chunks, the forwarder refills its window, and the broker's tiny queue for
+        # the stopped receiver overflows
         wait_until(lambda: any(r["state"] == "purged" for r in spool_rows(office)), 30,
                    "the first receipt")
-        rx.send_signal(signal.SIGSTOP)
-        time.sleep(4.0)
-        rx.send_signal(signal.SIGCONT)
+        for _ in range(12):
+            rx.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)
+            rx.send_signal(signal.SIGCONT)
+            time.sleep(0.15)
         wait_until(lambda: all_purged(office), 120, "every receipt after the stall")
         assert set(central_matches_spool(central, office)) == set(ids)
         # The broker PUBACKed chunks it then dropped for the stalled receiver: the forwarder
@@ -225,5 +229,26 @@ def test_sigkill_forwarder_receiver_and_broker_during_a_big_transfer(broker: Bro
         assert all(kills.values())
     finally:
         t.join()
+        office.stop()
+        central.stop()
+
+
+def test_selftest_recording_comes_back_with_a_verified_receipt(broker: Broker,
+                                                               tmp_path: Path) -> None:
+    from edge.forward.selftest import send_test_recording
+
+    central = make_central(tmp_path / "central", broker)
+    central.start_receiver()
+    office = make_chain_office(tmp_path / "office", central)
+    try:
+        info = send_test_recording(office.config, timeout=60)  # no forwarder service yet
+        assert info.via == "self-test forwarder" and info.recording_id.startswith("selftest-")
+        office.start_forwarder()
+        wait_until(lambda: "connected to" in (office.root / "forward.log").read_text(), 30,
+                   "the forwarder service")
+        again = send_test_recording(office.config, timeout=60)
+        assert again.via == "service"
+        assert check_removals_have_valid_receipts(office, central) == 2
+    finally:
         office.stop()
         central.stop()

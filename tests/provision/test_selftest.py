@@ -188,9 +188,11 @@ def test_broker_check_fails_when_the_acl_refuses(broker: Broker, tmp_path: Path)
 
 
 # -- test recording --------------------------------------------------------------------------
-def test_recording_is_a_fail_until_the_forwarder_provides_it(tmp_path: Path) -> None:
-    r = RecordingCheck().run(ctx(config(tmp_path)))
-    assert r.status == FAIL and "not available in this build" in r.text_en.lower()
+def test_recording_fails_with_the_reason_when_the_forwarder_cannot_run(tmp_path: Path
+                                                                         ) -> None:
+    r = RecordingCheck().run(ctx(config(tmp_path)))  # this config has no [mqtt] table
+    assert r.status == FAIL and "no receipt" in r.text_en.lower()
+    assert "[mqtt] host" in r.detail
 
 
 @pytest.fixture

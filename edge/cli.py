@@ -33,12 +33,15 @@ SUBCOMMAND_MODULES = [
 ]
 
 
-def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge", description="e-KTP office edge appliance")
-    parser.add_argument("--version", action="version", version=f"edge {__version__}")
-    parser.add_argument(
-        "--config", help="config file (default: $EDGE_CONFIG or /etc/edge/edge.toml)"
-    )
+def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES, *, prog: str = "edge",
+                 description: str = "e-KTP office edge appliance",
+                 global_config: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    if global_config:
+        parser.add_argument(
+            "--config", help="config file (default: $EDGE_CONFIG or /etc/edge/edge.toml)"
+        )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in modules:
         try:
@@ -51,8 +54,12 @@ def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.Argume
     return parser
 
 
-def run(argv: Sequence[str] | None, modules: Sequence[str]) -> int:
-    parser = build_parser(modules)
+def run(argv: Sequence[str] | None, modules: Sequence[str], *, prog: str = "edge",
+        description: str = "e-KTP office edge appliance", global_config: bool = True) -> int:
+    """Parse, dispatch to the subcommand's handler, and turn an EdgeError into its key and
+    sentence on stderr with exit status 1 (shared by ``edge`` and ``edge-central``)."""
+    parser = build_parser(modules, prog=prog, description=description,
+                          global_config=global_config)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
@@ -61,7 +68,7 @@ def run(argv: Sequence[str] | None, modules: Sequence[str]) -> int:
     try:
         return handler(args)
     except EdgeError as e:
-        print(f"edge: {e.key}: {e.message}", file=sys.stderr)
+        print(f"{prog}: {e.key}: {e.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

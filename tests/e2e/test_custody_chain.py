@@ -143,20 +143,29 @@ def test_slow_receiver_behind_a_tiny_broker_queue_loses_nothing(broker: Broker,
     office.start_intake()
     office.start_forwarder()
     try:
+        # The receiver is slow for the whole transfer: it runs in short bursts; each burst
+        # acks chunks, the forwarder refills its window, and the broker's tiny queue for the
+        # stopped receiver overflows.
+        done = threading.Event()
+
+        def slow_receiver() -> None:
+            while not done.is_set():
+                rx.send_signal(signal.SIGSTOP)
+                time.sleep(0.4)
+                rx.send_signal(signal.SIGCONT)
+                time.sleep(0.1)
+
+        throttle = threading.Thread(target=slow_receiver)
+        throttle.start()
         ids = [f"q-{i:03d}" for i in range(30)]
-        for rid in ids:
-            assert upload(office, rid, body_for(rid, 400_000)) == 201
-        # once chunks are streaming, the receiver turns slow: it runs in short bursts, each
-        # burst acks chunks, the forwarder refills its window, and the broker's tiny queue for
-        # the stopped receiver overflows
-        wait_until(lambda: any(r["state"] == "purged" for r in spool_rows(office)), 30,
-                   "the first receipt")
-        for _ in range(12):
-            rx.send_signal(signal.SIGSTOP)
-            time.sleep(0.5)
+        try:
+            for rid in ids:
+                assert upload(office, rid, body_for(rid, 400_000)) == 201
+            wait_until(lambda: all_purged(office), 180, "every receipt from a slow receiver")
+        finally:
+            done.set()
+            throttle.join()
             rx.send_signal(signal.SIGCONT)
-            time.sleep(0.15)
-        wait_until(lambda: all_purged(office), 120, "every receipt after the stall")
         assert set(central_matches_spool(central, office)) == set(ids)
         # The broker PUBACKed chunks it then dropped for the stalled receiver: the forwarder
         # had to send more than the sealed bytes (else this test proved nothing).

@@ -17,12 +17,15 @@ import ipaddress
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from edge.config import parse_size
 from edge.errors import ConfigError
+from edge.health.sdnotify import Notifier
 
 __all__ = ["parse_hostport", "register"]
 
@@ -176,6 +179,19 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    notifier = Notifier()
+
+    def watchdog() -> None:
+        # Type=notify: ready once the web server listens, then ping while it runs
+        while not server.started and not server.should_exit:
+            time.sleep(0.1)
+        notifier.ready(status=f"serving on {listen_host}:{listen_port}")
+        while not server.should_exit:
+            notifier.ping()
+            time.sleep(5.0)
+        notifier.stopping()
+
+    threading.Thread(target=watchdog, name="sd-notify", daemon=True).start()
     try:
         server.run()
     finally:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from edge.config import Config
 from edge.health.heartbeat import PANEL, STATUS_ERROR, STATUS_OK, Heartbeat, runtime_dir
+from edge.health.sdnotify import Notifier
 from edge.panel.config import PanelConfig, parse_panel_config
 from edge.panel.driver import PanelOutput, render_line
 from edge.panel.patterns import Led, LedState, PanelView
@@ -87,15 +88,23 @@ class PanelRunner:
 
     def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:
         """Step every ``interval_s`` until ``stop`` is set. A failing step is logged and
-        retried next round (and reported in the panel's heartbeat), not fatal."""
+        retried next round (and reported in the panel's heartbeat), not fatal. Under systemd
+        (Type=notify) the loop itself pings the watchdog: a stuck panel gets restarted."""
+        notifier = Notifier()
+        ready = False
         while not stop.is_set():
             try:
                 self.step()
+                if not ready:
+                    notifier.ready(status="showing the status lights")
+                    ready = True
+                notifier.ping()
             except Exception as e:
                 log.exception("panel step failed")
                 if self.heartbeat is not None:
                     self.heartbeat.beat(STATUS_ERROR, {"error": f"{type(e).__name__}: {e}"})
             stop.wait(interval_s)
+        notifier.stopping()
 
 
 def build_runner(cfg: Config, output: PanelOutput, *, spool: SpoolSummarySource | None = None,

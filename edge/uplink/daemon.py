@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from edge.health.sdnotify import Notifier
 from edge.uplink.announce import Announcer, boottime
 from edge.uplink.budget import (
     POLICY_ALL,
@@ -362,6 +363,8 @@ class UplinkDaemon:
         if self.monitor is not None:
             self.monitor.start()
         self.publish(durable=True)
+        notifier = Notifier()  # Type=notify: ready after the first decision, then watchdog
+        notifier.ready(status="probing links")
         next_status = now + self.cfg.status_interval_s
         next_budget = now + self.cfg.budget.sample_interval_s
         next_modem = now
@@ -392,6 +395,7 @@ class UplinkDaemon:
                         item = None
                 now = self.clock()
                 self._feed(Tick(now))
+                notifier.ping()
                 if now >= next_budget:
                     self._sample_budget()
                     next_budget = now + self.cfg.budget.sample_interval_s

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.health.sdnotify import Notifier, notify
+from tests.support.broker import Broker
 
 
 @pytest.fixture
@@ -110,3 +111,43 @@ def test_a_child_process_notifies_through_inherited_environment(
 def test_missing_socket_is_loud(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "nope")})
+
+
+def _collect_until(s: socket.socket, want: set[str], timeout: float = 20.0) -> set[str]:
+    import time
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    s.settimeout(0.5)
+    while time.monotonic() < deadline and not want <= seen:
+        try:
+            msg = s.recv(4096).decode()
+        except TimeoutError:
+            continue
+        seen.update(line.split("=", 1)[0] + "=" + line.split("=", 1)[1]
+                    for line in msg.splitlines() if line.startswith(("READY", "WATCHDOG")))
+    return seen
+
+
+@pytest.mark.parametrize("program", ["intake", "forward", "panel"])
+def test_each_device_program_tells_systemd_it_is_ready_and_alive(
+        program: str, listener: tuple[socket.socket, str], tmp_path: Path,
+        broker: Broker) -> None:
+    """The units are Type=notify with WatchdogSec=: a program that never says READY=1 would
+    fail to start, one that stops sending WATCHDOG=1 is restarted."""
+    from tests.e2e.chain import make_central, make_chain_office
+    from tests.support.office import REPO
+
+    s, path = listener
+    office = make_chain_office(tmp_path / "o", make_central(tmp_path / "c", broker))
+    args = {"intake": ["intake"], "forward": ["forward"], "panel": ["panel", "--terminal"]}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(office.config_path), *args[program]],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+    try:
+        seen = _collect_until(s, {"READY=1", "WATCHDOG=1"})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert {"READY=1", "WATCHDOG=1"} <= seen, seen

@@ -105,6 +105,7 @@ def make_chain_office(root: Path, central: Central, device_id: str = "kec-e2e-01
         "forward": {"telemetry_interval_s": 30, "reconnect_quick_s": 0.2,
                     "reconnect_base_s": 0.2, "reconnect_max_s": 2.0},
         "forward.custody": {**FAST_CUSTODY, **(custody or {})},
+        "panel": {"programs": ["intake", "forward"]},
     }, **kw)
     # the device's identity key must be the one its certificate was issued for
     (root / "device.key").write_bytes(ident.key.read_bytes())

@@ -1,10 +1,14 @@
 """A local Mosquitto run with the repo's config: for the all-in-one demo and the tests.
 
 Renders ``edge/broker/mosquitto.conf`` + ``edge.acl`` into a work directory with a throwaway
-fleet CA made by ``edge.pki`` (server certificate for 127.0.0.1/localhost, an empty CRL),
-starts ``mosquitto`` on a free port and issues client identities (device ids, service
-identities) through the real key → CSR → CA path. SIGKILL, restart and SIGHUP are there for
-crash tests; nothing here is used on an appliance.
+fleet CA made by ``edge.pki`` (server certificate for 127.0.0.1/localhost and the bind
+address, an empty CRL), starts ``mosquitto`` on a free port and issues client identities
+(device ids, service identities) through the real key → CSR → CA path. SIGKILL, restart and
+SIGHUP are there for crash tests; nothing here is used on an appliance.
+
+A broker somewhere else than this process's loopback (e.g. inside a network namespace, as in
+tests/netns/) passes ``host`` (bind address, also put in the server certificate) and overrides
+``command()`` (how Mosquitto is launched) and ``accepting()`` (how readiness is checked).
 """
 
 from __future__ import annotations
@@ -71,11 +75,12 @@ class LocalBroker:
     """
 
     def __init__(self, workdir: Path, *, port: int | None = None,
-                 acl_file: Path | None = None, with_crl: bool = True) -> None:
+                 acl_file: Path | None = None, with_crl: bool = True,
+                 host: str = HOST) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.host = HOST
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self.ca = create_fleet_ca("edge test fleet CA")
         self.ca_path = self.workdir / "ca.pem"
         save_certificate(self.ca_path, self.ca.cert)
@@ -96,8 +101,10 @@ class LocalBroker:
     def _write_server_identity(self) -> None:
         key = generate_p256_key()
         csr = build_server_csr(key, "localhost")
+        # clients verify the address they dial: the bind address must be in the certificate
+        ips = [HOST] if self.host == HOST else [HOST, self.host]
         cert = self.ca.issue_server_certificate(csr, dns_names=["localhost"],
-                                                ip_addresses=[HOST])
+                                                ip_addresses=ips)
         self.server_cert = self.workdir / "server.pem"
         self.server_key = self.workdir / "server.key"
         save_private_key(self.server_key, key)
@@ -167,13 +174,26 @@ class LocalBroker:
         except FileNotFoundError:
             return ""
 
+    def command(self) -> list[str]:
+        """The command line that runs Mosquitto (the process signalled by kill/stop/reload:
+        a wrapper must exec it, as ``ip netns exec`` does)."""
+        return [MOSQUITTO, "-c", str(self.config_path)]
+
+    def accepting(self) -> bool:
+        """Whether the TLS port accepts connections yet."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
     def start(self) -> None:
         """Start Mosquitto and return once its TLS port accepts connections."""
         if self.running:
             raise BrokerError("already running")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
-            self._proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)],
+            self._proc = subprocess.Popen(self.command(),
                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                           start_new_session=True)
         finally:
@@ -183,8 +203,7 @@ class LocalBroker:
             if self._proc.poll() is not None:
                 raise BrokerError(f"mosquitto exited with {self._proc.returncode} at start:\n"
                                   f"{self.log()[-3000:]}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port),
-                                                                        timeout=0.2):
+            if self.accepting():
                 return
             time.sleep(0.02)
         self.kill()

@@ -105,6 +105,8 @@ class Forwarder:
         self._next_telemetry = 0.0
         self._telemetry_seq = 0
         self._connecting = False
+        self._attempt_at = 0.0  # when the current connection's attempt began (monotonic)
+        self._switched_at: float | None = None  # the last announced uplink switch
         # report the programs the panel watches (an office without an uplink daemon runs
         # no "uplink" program, and must not be reported as having a stuck one)
         self._programs = tuple(parse_panel_config(cfg).thresholds.programs)
@@ -145,6 +147,7 @@ class Forwarder:
         """The uplink daemon switched links: drop the connection and reconnect at once,
         instead of waiting for keepalive to notice the old path is dead."""
         now = time.monotonic()
+        self._switched_at = now
         self.reconnect.link_changed(now)
         if self.connected or self._connecting:
             self.link.drop()
@@ -169,6 +172,7 @@ class Forwarder:
         now = time.monotonic()
         if not self.connected and not self._connecting and self.reconnect.due(now):
             self._connecting = True
+            self._attempt_at = now
             self.link.request_connect()
         if now >= self._next_poll:
             self._next_poll = now + self.fcfg.poll_s
@@ -212,8 +216,13 @@ class Forwarder:
             self._connecting = False
             was = self.connected
             self.connected = False
-            delay = (self.reconnect.disconnected(ev.kind, now) if was
-                     else self.reconnect.failed(ev.kind, now))
+            if self._switched_at is not None and self._attempt_at <= self._switched_at:
+                # dropped for (or cut short by) an uplink switch: the new link's attempt,
+                # scheduled by link_changed, stands
+                delay = self.reconnect.superseded(now)
+            else:
+                delay = (self.reconnect.disconnected(ev.kind, now) if was
+                         else self.reconnect.failed(ev.kind, now))
             log.info("%s; next attempt in %.1f s (%s)", ev.reason, delay, ev.kind.value)
             self._apply(self.sender.link_down(now), now)
 

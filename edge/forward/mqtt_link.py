@@ -10,6 +10,14 @@ only while a connection is up: paho's ``publish`` is safe from another thread on
 paho's network thread runs (otherwise it writes to the TLS socket itself, racing the link
 thread), so ``publish`` checks that under a lock and otherwise drops the message — the
 custody protocol resends what was not acknowledged end to end.
+
+Dropping a connection (uplink switch, stop) sends a DISCONNECT, but paho ends a connection
+only once that packet is written, and it queues behind every chunk already handed to paho.
+On a link that just died the socket's send buffer is full and never drains, so paho would
+hold the dead connection until keepalive expires (20 s by default; measured across network
+namespaces: 17 s from the switch to the reconnect). So a drop waits at most ``DROP_GRACE_S``
+for the polite DISCONNECT, then shuts the socket down under paho, which ends its thread at
+once; the broker takes the session over when the new connection arrives.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,9 +41,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.forward.config import MqttConfig
 from edge.forward.reconnect import Failure
 
-__all__ = ["Connected", "Disconnected", "LinkEvent", "Message", "MqttLink", "classify"]
+__all__ = ["DROP_GRACE_S", "Connected", "Disconnected", "LinkEvent", "Message", "MqttLink",
+           "classify"]
 
 log = logging.getLogger("edge.forward.mqtt")
+
+# How long a dropped connection may take to send its DISCONNECT before the socket is shut.
+DROP_GRACE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class MqttLink:
         self._want = threading.Event()
         self._drop = threading.Event()
         self._stop = threading.Event()
+        self._kick = threading.Event()  # drop() or stop() asked: act now, not at the next poll
         self._connack_failure: str | None = None
         self._disconnect_reason: str | None = None
         self._up = False
@@ -118,6 +132,7 @@ class MqttLink:
     def drop(self) -> None:
         """Close the connection now (the uplink switched): the engine reconnects at once."""
         self._drop.set()
+        self._kick.set()
 
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
         """Clean stop; ``final`` (topic, payload) is published retained first (shutdown
@@ -128,6 +143,7 @@ class MqttLink:
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=2.0)
         self._stop.set()
+        self._kick.set()
         self._want.set()
         self._thread.join(timeout=10)
 
@@ -162,12 +178,20 @@ class MqttLink:
                 continue
             self.client.loop_start()  # paho's network thread; it ends when the link does
             thread = self.client._thread
+            dropped_at: float | None = None
             while thread is not None and thread.is_alive():
-                if self._stop.is_set() or self._drop.is_set():
+                if dropped_at is None and (self._stop.is_set() or self._drop.is_set()):
                     with self._lock:
                         self._up = False
+                    dropped_at = time.monotonic()
                     self.client.disconnect()
-                thread.join(timeout=0.2)
+                elif dropped_at is not None and time.monotonic() - dropped_at >= DROP_GRACE_S:
+                    self._shut_socket()
+                if dropped_at is None:
+                    self._kick.wait(0.2)
+                    self._kick.clear()
+                else:
+                    thread.join(timeout=0.05)
             self.client.loop_stop()
             with self._lock:
                 self._up = False
@@ -181,6 +205,15 @@ class MqttLink:
             else:
                 self._emit(Disconnected(Failure.NETWORK, "connection lost "
                                         f"({self._disconnect_reason or 'no reason'})", was_up))
+
+    def _shut_socket(self) -> None:
+        """End the connection under paho: its next read sees EOF and its thread ends. The
+        plain socket's shutdown, not SSLSocket's, which would detach the TLS object while
+        paho's thread may be using it."""
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     rc: ReasonCode, props: Properties | None) -> None:
@@ -201,6 +234,7 @@ class MqttLink:
         with self._lock:
             self._up = False
         self._disconnect_reason = str(rc)
+        self._kick.set()  # the link thread notices the end without waiting out its poll
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     msg: mqtt.MQTTMessage) -> None:

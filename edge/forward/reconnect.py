@@ -15,7 +15,9 @@ Two kinds of failure are told apart because they call for opposite behaviour:
 
 A connection that stayed up for ``stable_s`` resets the backoff. An announced uplink switch
 (``link_changed``) makes the next attempt immediate (plus a little jitter): the uplink
-daemon's probes just proved the new path reaches the broker.
+daemon's probes just proved the new path reaches the broker. The connection (or attempt)
+that was under way on the old link then ends; ``superseded`` keeps the switch's attempt,
+where ``failed`` would push it out by a network-failure delay.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ class Reconnector:
                 self.policy.stable_s:
             self.broker_failures = 0
         return self.failed(kind, now)
+
+    def superseded(self, now: float) -> float:
+        """The connection or attempt begun before the last ``link_changed`` has ended: it
+        says nothing about the new link, so the attempt the switch scheduled stands."""
+        self.connected_since = None
+        return max(0.0, self.next_attempt - now)
 
     def link_changed(self, now: float) -> None:
         self.broker_failures = 0

@@ -18,7 +18,7 @@ from edge.pki import (
     save_private_key,
     write_crl,
 )
-from tests.support.broker import Broker, BrokerError, Identity, publish_and_wait
+from tests.support.broker import Broker, BrokerError, Identity, publish_and_wait, start_broker
 
 # MQTT 3.1.1 CONNECT, clean session, keepalive 60, client id "probe".
 CONNECT = b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x05probe"
@@ -194,3 +194,19 @@ def test_an_expired_crl_locks_out_every_device_until_a_fresh_one(broker: Broker,
     write_crl(broker.crl_path, broker.revocations.build_crl(broker.ca))
     broker.reload()
     broker.connect("kec-a")
+
+
+def test_a_broker_bound_elsewhere_carries_that_address_in_its_certificate(
+        tmp_path: Path) -> None:
+    # A broker in another network namespace is dialled at its own address (e.g. 203.0.113.10
+    # in tests/netns); the client verifies that address against the server certificate.
+    with start_broker(tmp_path, host="127.0.0.2") as other:
+        assert other.host == "127.0.0.2"
+        cert = x509.load_pem_x509_certificate(other.server_cert.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {
+            "127.0.0.1", "127.0.0.2"}
+        ident = other.identity("kec-a")
+        assert tls_probe(other, ident.cert, ident.key)[:1] == bytes([CONNACK])
+        with socket.socket() as s:  # bound there, not on every address
+            assert s.connect_ex(("127.0.0.1", other.port)) != 0

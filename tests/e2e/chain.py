@@ -35,6 +35,8 @@ class Central:
     broker: Broker
     receipt_key: Ed25519PrivateKey
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # prefix for the receiver's command line, e.g. ["ip", "netns", "exec", "central"]
+    launcher: list[str] = field(default_factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -48,7 +50,7 @@ class Central:
         ident = self.broker.identity("central-receiver")
         log = (self.root / f"{client_id}.log").open("ab")
         p = subprocess.Popen(
-            [sys.executable, "-m", "edge.central.cli", "receive",
+            [*self.launcher, sys.executable, "-m", "edge.central.cli", "receive",
              "--data-dir", str(self.data_dir), "--ca", str(self.broker.ca_path),
              "--cert", str(ident.cert), "--key", str(ident.key),
              "--receipt-key", str(self.root / "receipt.key"),
@@ -91,14 +93,16 @@ def make_central(root: Path, broker: Broker) -> Central:
 
 
 def make_chain_office(root: Path, central: Central, device_id: str = "kec-e2e-01",
-                      custody: dict[str, Any] | None = None, **kw: Any) -> Office:
+                      custody: dict[str, Any] | None = None,
+                      extra: dict[str, dict[str, Any]] | None = None, **kw: Any) -> Office:
+    """``extra`` adds config tables or keys (e.g. ``{"uplink": {...}, "mqtt": {...}}``)."""
     broker = central.broker
     ident = broker.identity(device_id)
     root.mkdir(parents=True, exist_ok=True)
     pub = root / "central-receipt.pub"
     pub.write_bytes(central.receipt_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    office = make_office(root, device_id=device_id, extra={
+    tables: dict[str, dict[str, Any]] = {
         "identity": {"cert": str(ident.cert), "ca": str(broker.ca_path)},
         "mqtt": {"host": broker.host, "port": broker.port, "receipt_public_key": str(pub),
                  "keepalive_s": 5, "connect_timeout_s": 3},
@@ -106,7 +110,10 @@ def make_chain_office(root: Path, central: Central, device_id: str = "kec-e2e-01
                     "reconnect_base_s": 0.2, "reconnect_max_s": 2.0},
         "forward.custody": {**FAST_CUSTODY, **(custody or {})},
         "panel": {"programs": ["intake", "forward"]},
-    }, **kw)
+    }
+    for name, values in (extra or {}).items():
+        tables.setdefault(name, {}).update(values)
+    office = make_office(root, device_id=device_id, extra=tables, **kw)
     # the device's identity key must be the one its certificate was issued for
     (root / "device.key").write_bytes(ident.key.read_bytes())
     from edge.pki import load_certificate

@@ -60,3 +60,20 @@ def test_short_connection_keeps_backing_off() -> None:
     r.connected(10.0)
     r.disconnected(Failure.BROKER, 11.0)
     assert r.broker_failures == 6
+
+
+def test_the_connection_dropped_for_a_switch_does_not_delay_the_new_links_attempt() -> None:
+    for seed in range(200):
+        r = Reconnector(P, random.Random(seed))
+        r.failed(Failure.BROKER, 0.0)
+        r.link_changed(100.0)
+        scheduled = r.next_attempt
+        assert 100.0 <= scheduled <= 100.0 + P.switch_jitter_s
+        # the old connection ends 0.25 s later (the drop); the switch's attempt stands
+        d = r.superseded(100.25)
+        assert r.next_attempt == scheduled and d == max(0.0, scheduled - 100.25)
+        assert r.connected_since is None and r.broker_failures == 0
+    # whereas treating it as a network failure would wait up to 1.5 x quick_s more
+    r = Reconnector(P, random.Random(3))
+    r.link_changed(100.0)
+    assert r.failed(Failure.NETWORK, 100.25) >= 0.5 * P.quick_s

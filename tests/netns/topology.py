@@ -20,6 +20,11 @@ central site with carrier up (also a HiLink modem whose cellular side is dead);
 uploads); ``portal(link, True)`` answers every connection at the ISP with a foreign
 certificate (a captive portal: TCP works, TLS does not). netem does not work here.
 
+``call(ns, fn, *args)`` runs ``fn`` in a thread of this process that has entered ``ns``
+(setns): sockets it opens live there, so a test can talk to a service inside a namespace
+(upload to the office's intake on the device's loopback, check that the central broker
+listens) without a helper process.
+
 Names are unique per process and call (``eut<pid>x<n>-dev``) so tests can run repeatedly and
 in parallel; ``close()`` (also at exit, and for stale names of dead processes at the next
 start) kills every process started in the namespaces and deletes them.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import itertools
@@ -38,9 +44,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -78,6 +89,18 @@ def netns_available() -> bool:
     return True
 
 
+def enter_netns(ns: str) -> None:
+    """Move the calling thread (only it: network namespaces are per thread) into ``ns``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"setns {ns}: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+
+
 def sweep_stale() -> None:
     """Delete namespaces left by test processes that died without cleaning up."""
     for line in run("ip", "netns", "list", check=False).splitlines():
@@ -103,6 +126,7 @@ class Topology:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ca: Path | None = None
     _portals: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    _threads: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
 
     @property
     def dev(self) -> str:
@@ -134,6 +158,15 @@ class Topology:
                              **kw)
         self.procs.append(p)
         return p
+
+    def call(self, ns: str, fn: Callable[..., T], *args: object, timeout: float = 120.0) -> T:
+        """Run ``fn(*args)`` in this process, in a thread that lives inside ``ns``."""
+        pool = self._threads.get(ns)
+        if pool is None:
+            pool = ThreadPoolExecutor(4, thread_name_prefix=f"netns-{ns}",
+                                      initializer=enter_netns, initargs=(ns,))
+            self._threads[ns] = pool
+        return pool.submit(fn, *args).result(timeout=timeout)
 
     def python(self, ns: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
         return self.spawn(ns, [sys.executable, *args], **kw)
@@ -173,6 +206,9 @@ class Topology:
                   "net.ipv4.conf.wwan0.rp_filter=1")
 
     def close(self) -> None:
+        for pool in self._threads.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._threads.clear()
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

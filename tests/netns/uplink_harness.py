@@ -67,11 +67,20 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 class Uplink:
     """``edge uplink`` running inside the device namespace."""
 
-    def __init__(self, topo: Topology, uplink: dict[str, Any]) -> None:
+    def __init__(self, topo: Topology, uplink: dict[str, Any] | None = None, *,
+                 config: Path | None = None) -> None:
+        """Either ``uplink`` (a config file of its own is written) or the ``config`` of an
+        office whose other programs share the state directory (tests/netns/chain_harness.py)."""
         self.topo = topo
-        self.state_dir = topo.workdir / "state"
+        if config is None:
+            self.state_dir = topo.workdir / "state"
+            self.config = write_config(topo.workdir / "edge.toml", self.state_dir, topo.ca,
+                                       uplink or {})
+        else:
+            from edge.config import load_config
+            self.state_dir = load_config(config).device.state_dir
+            self.config = config
         self.run_dir = self.state_dir / "run"
-        self.config = write_config(topo.workdir / "edge.toml", self.state_dir, topo.ca, uplink)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = topo.workdir / "uplink.log"
 

@@ -91,7 +91,8 @@ def make_central(root: Path, broker: Broker) -> Central:
 
 
 def make_chain_office(root: Path, central: Central, device_id: str = "kec-e2e-01",
-                      custody: dict[str, Any] | None = None, **kw: Any) -> Office:
+                      custody: dict[str, Any] | None = None,
+                      forward: dict[str, Any] | None = None, **kw: Any) -> Office:
     broker = central.broker
     ident = broker.identity(device_id)
     root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def make_chain_office(root: Path, central: Central, device_id: str = "kec-e2e-01
         "mqtt": {"host": broker.host, "port": broker.port, "receipt_public_key": str(pub),
                  "keepalive_s": 5, "connect_timeout_s": 3},
         "forward": {"telemetry_interval_s": 30, "reconnect_quick_s": 0.2,
-                    "reconnect_base_s": 0.2, "reconnect_max_s": 2.0},
+                    "reconnect_base_s": 0.2, "reconnect_max_s": 2.0, **(forward or {})},
         "forward.custody": {**FAST_CUSTODY, **(custody or {})},
     }, **kw)
     # the device's identity key must be the one its certificate was issued for

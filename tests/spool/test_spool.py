@@ -112,6 +112,42 @@ def test_summary_reads_indexes_only_never_every_row(tmp_path: Path) -> None:
                 step == "SCAN recordings USING INDEX recordings_oldest_waiting", (q, step)
 
 
+def test_the_forwarders_poll_does_the_same_work_whatever_the_backlog(tmp_path: Path) -> None:
+    """``waiting()`` runs every poll. Its plan sorts in a temp B-tree, but SQLite feeds it at
+    most LIMIT rows per IN branch (the index is already in (priority, seq) order), so the
+    work is the same at 300 and 3,000 waiting rows: counted in SQLite VM steps, not time."""
+    sp = make_spool(tmp_path)
+
+    def add_rows(n: int) -> None:
+        start = sp._conn.execute("SELECT COUNT(*) FROM recordings").fetchone()[0]
+        with sp._tx() as conn:
+            conn.executemany(
+                "INSERT INTO recordings (recording_id, state, priority, file, plaintext_size,"
+                " plaintext_sha256, sealed_size, sealed_sha256, manifest, stored_at,"
+                " stored_boot_id, stored_boottime) VALUES (?,?,?,?,1,?,1,?,?,0,'b',0)",
+                [(f"r{i}", ("stored", "sending", "purged")[i % 3], i % 2, f"r{i}.seal",
+                  "0" * 64, "1" * 64, b"m" * 600) for i in range(start, start + n)])
+
+    def steps() -> int:
+        count = [0]
+
+        def tick() -> int:
+            count[0] += 1
+            return 0
+
+        sp._conn.set_progress_handler(tick, 10)
+        try:
+            assert len(sp.waiting(limit=64)) == 64
+        finally:
+            sp._conn.set_progress_handler(None, 10)
+        return count[0]
+
+    add_rows(450)
+    small = steps()
+    add_rows(4050)
+    assert steps() <= small * 1.2
+
+
 def test_purge_only_after_receipt(tmp_path: Path) -> None:
     sp = make_spool(tmp_path)
     ing = make_ingestor(sp)

@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import ssl
 import threading
 import time
@@ -401,6 +402,12 @@ class ReceiverApp:
             log.error("broker refused the connection: %s (check the central-receiver "
                       "certificate and the broker's CA/CRL)", rc)
             return
+        # paho leaves Nagle on; the small PUBACKs and States that slide each device's window
+        # must not wait for the broker's delayed ACK (bench/custody_chain.py: 2-3x goodput).
+        sock = client.socket()
+        if isinstance(sock, socket.socket):   # an SSLSocket is one
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._attempt = 0
         self._session_present = bool(getattr(flags, "session_present", False))
         client.subscribe(subscription(UP, share=SHARE_GROUP), qos=1)

@@ -102,6 +102,7 @@ class Forwarder:
         self._enqueued: set[str] = set()
         self._files: OrderedDict[str, BinaryIO] = OrderedDict()
         self._next_poll = 0.0
+        self._more_waiting = False   # the last poll saw more waiting rows than it could take
         self._next_telemetry = 0.0
         self._telemetry_seq = 0
         self._connecting = False
@@ -238,6 +239,7 @@ class Forwarder:
         policy, small = self._metered()
         waiting = self.spool.waiting(limit=self.fcfg.max_enqueued,
                                      max_priority=0 if policy == "telemetry_only" else 1)
+        self._more_waiting = len(waiting) >= self.fcfg.max_enqueued
         allowed = {r.recording_id for r in waiting
                    if may_send(policy, r.priority, r.sealed_size, small)}
         for rid in list(self._enqueued - allowed):
@@ -330,6 +332,11 @@ class Forwarder:
         self._enqueued.discard(rid)
         self.stats.receipted += 1
         self.stats.last_receipt_mono = now
+        if not self._enqueued or (self._more_waiting
+                                  and len(self._enqueued) <= self.fcfg.max_enqueued // 2):
+            # Refill now rather than at the next poll: a run of small recordings empties
+            # the queue in well under poll_s and the link would sit idle until then.
+            self._next_poll = now
         log.info("custody receipt for %s; local copy removed", rid)
 
     def _verify_local(self, out: VerifyLocal) -> bool:

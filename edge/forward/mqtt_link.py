@@ -42,7 +42,7 @@ from edge.forward.config import MqttConfig
 from edge.forward.reconnect import Failure
 
 __all__ = ["DROP_GRACE_S", "Connected", "Disconnected", "LinkEvent", "Message", "MqttLink",
-           "classify"]
+           "classify", "set_nodelay"]
 
 log = logging.getLogger("edge.forward.mqtt")
 
@@ -83,6 +83,14 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
         return Failure.NETWORK
     return Failure.BROKER
+
+
+def set_nodelay(client: mqtt.Client) -> None:
+    """Switch Nagle's algorithm off on the client's connected socket."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):   # an SSLSocket is one
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def tls_context(mc: MqttConfig) -> ssl.SSLContext:
@@ -176,6 +184,10 @@ class MqttLink:
             except (OSError, ssl.SSLError) as e:
                 self._emit(Disconnected(classify(e), f"connect: {e}", False))
                 continue
+            # paho leaves Nagle on. The custody protocol is request/answer (offers, PUBACKs,
+            # the receiver's States slide the window): each small packet held back waiting
+            # for an ACK stalls the whole window (measured: bench/custody_chain.py).
+            set_nodelay(self.client)
             self.client.loop_start()  # paho's network thread; it ends when the link does
             thread = self.client._thread
             dropped_at: float | None = None

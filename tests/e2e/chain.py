@@ -94,6 +94,7 @@ def make_central(root: Path, broker: Broker) -> Central:
 
 def make_chain_office(root: Path, central: Central, device_id: str = "kec-e2e-01",
                       custody: dict[str, Any] | None = None,
+                      forward: dict[str, Any] | None = None,
                       extra: dict[str, dict[str, Any]] | None = None, **kw: Any) -> Office:
     """``extra`` adds config tables or keys (e.g. ``{"uplink": {...}, "mqtt": {...}}``)."""
     broker = central.broker
@@ -107,7 +108,7 @@ def make_chain_office(root: Path, central: Central, device_id: str = "kec-e2e-01
         "mqtt": {"host": broker.host, "port": broker.port, "receipt_public_key": str(pub),
                  "keepalive_s": 5, "connect_timeout_s": 3},
         "forward": {"telemetry_interval_s": 30, "reconnect_quick_s": 0.2,
-                    "reconnect_base_s": 0.2, "reconnect_max_s": 2.0},
+                    "reconnect_base_s": 0.2, "reconnect_max_s": 2.0, **(forward or {})},
         "forward.custody": {**FAST_CUSTODY, **(custody or {})},
         "panel": {"programs": ["intake", "forward"]},
     }

@@ -77,6 +77,30 @@ def test_recordings_flow_to_central_and_leave_only_with_a_receipt(broker: Broker
         central.stop()
 
 
+def test_a_receipt_makes_room_for_the_next_recording_without_waiting_for_a_poll(
+        broker: Broker, tmp_path: Path) -> None:
+    """More recordings wait than the forwarder holds at once (max_enqueued): the next ones
+    are taken as receipts free their places, not at the next spool poll. Otherwise a run of
+    small recordings empties the queue long before poll_s and the link sits idle."""
+    central = make_central(tmp_path / "central", broker)
+    central.start_receiver()
+    office = make_chain_office(tmp_path / "office", central,
+                               forward={"poll_s": 60.0, "max_enqueued": 4})
+    office.start_intake()
+    try:
+        ids = [f"f-{i:02d}" for i in range(12)]
+        for rid in ids:
+            assert upload(office, rid, body_for(rid, 2000)) == 201
+        office.start_forwarder()   # its first poll takes 4 of the 12
+        # polls alone would need two more, 60 s apart
+        wait_until(lambda: all_purged(office), 40, "every receipt",
+                   lambda: (office.root / "forward.log").read_text()[-3000:])
+        assert check_removals_have_valid_receipts(office, central) == len(ids)
+    finally:
+        office.stop()
+        central.stop()
+
+
 def test_forged_receipt_is_rejected_and_nothing_is_removed(broker: Broker,
                                                            tmp_path: Path) -> None:
     central = make_central(tmp_path / "central", broker)

@@ -204,10 +204,14 @@ class ChainSite:
         assert check_removals_have_valid_receipts(self.office, self.central) == len(ids)
 
     def close(self) -> None:
-        for p in self.procs.values():
+        """SIGTERM every program (the uplink daemon removes its routes and rules)."""
+        procs = list(self.procs.values())
+        if self.uplink.proc is not None:
+            procs.append(self.uplink.proc)
+        for p in procs:
             if p.poll() is None:
                 p.terminate()
-        for p in self.procs.values():
+        for p in procs:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -159,7 +159,8 @@ class Topology:
         self.procs.append(p)
         return p
 
-    def call(self, ns: str, fn: Callable[..., T], *args: object, timeout: float = 120.0) -> T:
+    def call(self, ns: str, fn: Callable[..., T], *args: object,
+             timeout: float | None = 120.0) -> T:
         """Run ``fn(*args)`` in this process, in a thread that lives inside ``ns``."""
         pool = self._threads.get(ns)
         if pool is None:

@@ -12,7 +12,8 @@ Each recording the spool hands over (``enqueue``) becomes an *item* with a phase
                           ▲                  │  ▲                            │
                           └── State(unknown) ┘  └─ local file OK ─ CHECKING_LOCAL ◀─ gen bump
     any phase ──valid receipt──▶ (done: ``Receipted`` output, item removed)
-    any phase ──Reject / too many verify failures──▶ PARKED ──park_s──▶ QUEUED
+    any phase ──Reject / too many verify failures / receipts that never verify──▶ PARKED
+    PARKED ──park_s──▶ QUEUED
 
 * **Offers are also queries.** An Offer carries a fresh ``query_id``; the receiver answers with
   a State naming the durable truth: the *generation* and the byte ranges it holds. The first
@@ -231,6 +232,7 @@ class _Item:
     probing: bool = False
     last_progress: float = 0.0
     failures: int = 0
+    bad_receipts: int = 0
 
     @property
     def order(self) -> tuple[int, int]:
@@ -381,7 +383,17 @@ class Sender:
                                       item.rec.recording_id, item.rec.sealed_sha256,
                                       expect_sealed_size=item.rec.sealed_size)
         except ReceiptError as e:
-            return [Alert(e.key, str(e), self.device_id, item.rec.recording_id)]
+            out: list[SenderOutput] = [Alert(e.key, str(e), self.device_id,
+                                             item.rec.recording_id)]
+            item.bad_receipts += 1
+            if item.bad_receipts >= self.config.max_verify_failures and item.phase != PARKED:
+                # Nothing is released, but the slot is: a recording whose receipts never
+                # verify (e.g. central rotated its receipt key and this device lacks the new
+                # one) must not stop every other recording from moving.
+                out.append(self._park(item, now, e.key,
+                                      f"{item.bad_receipts} receipts failed verification"))
+                out.extend(self._pump(now))
+            return out
         del self._items[item.rec.recording_id]
         return [Receipted(item.rec.recording_id, verified), *self._pump(now)]
 

@@ -48,6 +48,7 @@ class World:
         self.expected: dict[tuple[str, str], bytes] = {
             (d, rid): data for d, rid, data, _, _ in self.arrivals}
         self.tampered = False
+        self.forged = False
         for dev in self.devices.values():
             dev.start(self.now)
         for _ in range(sum(1 for r in recordings if r[3] == 0)):
@@ -101,6 +102,7 @@ class World:
             dev.start(self.now)
 
     def _forge(self, a: int, b: int) -> None:
+        self.forged = True
         """Inject a receipt that must not be believed: wrong key, or a genuine key naming
         another recording's hash or another device."""
         dev = self.devices[DEVICES[b % 2]]
@@ -169,8 +171,12 @@ class World:
 
     def check(self) -> None:
         for dev in self.devices.values():
-            # Only tampering may park a recording for a while (it still lands afterwards).
-            assert all(g.key == "custody.verify_failed" and self.tampered for g in dev.gave_up)
+            # Only tampering, or receipts that keep failing verification (forgeries), may park
+            # a recording for a while; it still lands afterwards, released by a real receipt.
+            assert all((g.key == "custody.verify_failed" and self.tampered)
+                       or (g.key.startswith("receipt.") and self.forged and
+                           g.retry_at is not None)
+                       for g in dev.gave_up)
             assert not dev.spool
         committed = {k for k, s in self.store.recs.items() if s.receipt is not None}
         assert committed == set(self.expected)

@@ -183,6 +183,22 @@ def test_forged_receipts_change_nothing(forgery: dict[str, object]) -> None:
     assert "a" in s.progress()
 
 
+def test_receipts_that_never_verify_park_the_recording_and_free_its_slot() -> None:
+    """E.g. central rotated its receipt key and this device was not given the new one: the
+    recording stays in the spool (nothing released) but no longer blocks the others."""
+    a, b = rec("a", 10, 1), rec("b", 10, 2)
+    s, out = sender(a, b)                                # max_open = 1: only "a" is offered
+    assert [o.recording_id for o in offers(out)] == ["a"]
+    out = s.receive(*receipt_for(a, key=OTHER_RECEIPT_KEY), 1.0)
+    assert not any(isinstance(o, GaveUp) for o in out)   # one bad receipt: keep waiting
+    out = s.receive(*receipt_for(a, key=OTHER_RECEIPT_KEY), 2.0)
+    (g,) = [o for o in out if isinstance(o, GaveUp)]
+    assert g.key == "receipt.unknown_key" and g.retry_at == 2.0 + CFG.park_s
+    assert not any(isinstance(o, Receipted) for o in out)
+    assert [o.recording_id for o in offers(out)] == ["b"]  # the slot went to "b"
+    assert s.progress()["a"][0] == "parked"
+
+
 def test_generation_bump_checks_the_local_copy_then_sends_everything_again() -> None:
     a = rec("a", PIECE * 2, 1)
     s, out = sender(a)

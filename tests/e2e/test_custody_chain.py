@@ -165,6 +165,7 @@ def test_slow_receiver_behind_a_tiny_broker_queue_loses_nothing(broker: Broker,
     rx = central.start_receiver()
     office = make_chain_office(tmp_path / "office", central)
     office.start_intake()
+    office.start_forwarder()
     try:
         # The receiver is slow for the whole transfer: it runs in short bursts; each burst
         # acks chunks, the forwarder refills its window, and the broker's tiny queue for the

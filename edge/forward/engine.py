@@ -120,6 +120,10 @@ class Forwarder:
         if released:
             log.info("%d in-flight recordings back in the queue; the protocol resumes them",
                      released)
+        finished = self.spool.finish_purges()
+        if finished:
+            log.info("%d receipted recordings still had their local copy (stopped between "
+                     "receipt and deletion); removed now", len(finished))
         self.link.start()
         self.notifier.ready(status="forwarding")
 

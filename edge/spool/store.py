@@ -700,6 +700,19 @@ class Spool:
             cur = conn.execute("UPDATE recordings SET state = 'stored' WHERE state = 'sending'")
             return cur.rowcount
 
+    def finish_purges(self) -> list[str]:
+        """Receipted rows whose sealed file may still be here: the forwarder stopped (crash,
+        SIGKILL, power cut) between storing the receipt and deleting the file, and nothing
+        else would ever delete it (``waiting()`` no longer returns the row). The verified
+        receipt is durable in the row, so the deletion is finished now. Run at forwarder
+        start; returns the recording ids."""
+        ids = [r["recording_id"] for r in self._query(
+            "SELECT recording_id FROM recordings WHERE state = 'receipted' "
+            "AND receipt IS NOT NULL ORDER BY seq")]
+        for rid in ids:
+            self.purge(rid)
+        return ids
+
     def recover_intake(self) -> RecoveryReport:
         """Run at intake start, holding the intake lock (no upload can be in progress)."""
         if "intake" not in self._held_locks:

@@ -18,7 +18,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.custody.messages import DOWN, KIND_RECEIPT, topic
-from edge.custody.receipt import sign_receipt
+from edge.custody.receipt import sign_receipt, verify_receipt
+from edge.intake.server import open_spool
 from tests.support.broker import Broker, publish_and_wait
 from tests.support.office import REPO
 
@@ -96,6 +97,37 @@ def test_a_receipt_makes_room_for_the_next_recording_without_waiting_for_a_poll(
         wait_until(lambda: all_purged(office), 40, "every receipt",
                    lambda: (office.root / "forward.log").read_text()[-3000:])
         assert check_removals_have_valid_receipts(office, central) == len(ids)
+    finally:
+        office.stop()
+        central.stop()
+
+
+def test_a_receipt_stored_just_before_a_crash_still_frees_the_local_copy(
+        broker: Broker, tmp_path: Path) -> None:
+    """Killed between storing the verified receipt and deleting the file: the row is
+    'receipted' with its file still there and no poll returns it again. The next forwarder
+    start finishes the deletion."""
+    central = make_central(tmp_path / "central", broker)
+    office = make_chain_office(tmp_path / "office", central)
+    office.start_intake()
+    try:
+        assert upload(office, "r-cut", b"z" * 5000) == 201
+        row = spool_rows(office)[0]
+        digest = bytes.fromhex(row["sealed_sha256"])
+        raw = sign_receipt(central.receipt_key, device_id="kec-e2e-01", recording_id="r-cut",
+                           sealed_sha256=digest, sealed_size=row["sealed_size"],
+                           received_at_ms=1, receiver_id="central-receiver-t1")
+        spool = open_spool(office.config)
+        spool.mark_receipted(verify_receipt(central.receipt_key.public_key(), raw,
+                                            "kec-e2e-01", "r-cut", digest,
+                                            expect_sealed_size=row["sealed_size"]))
+        spool.close()
+        path = office.config.spool.dir / "data" / row["file"]
+        assert path.exists() and spool_rows(office)[0]["state"] == "receipted"
+        office.start_forwarder()
+        wait_until(lambda: spool_rows(office)[0]["state"] == "purged", 30, "the purge",
+                   lambda: (office.root / "forward.log").read_text()[-3000:])
+        assert not path.exists() and spool_rows(office)[0]["receipt"] == raw
     finally:
         office.stop()
         central.stop()

@@ -240,6 +240,25 @@ def test_forwarder_recovery_returns_in_flight_rows(tmp_path: Path) -> None:
     assert sp.require("r").state is State.STORED
 
 
+def test_a_purge_cut_short_after_the_receipt_is_finished_at_the_next_start(
+        tmp_path: Path) -> None:
+    """Killed between storing the receipt and deleting the file: no later poll returns the
+    row, so without this the copy would stay forever (and count against the quota)."""
+    sp = make_spool(tmp_path)
+    ing = make_ingestor(sp)
+    put(ing, "done", b"x" * 1000)
+    put(ing, "waiting", b"y" * 1000)
+    path = sp.file_path(sp.require("done"))
+    sp.mark_receipted(receipt_for(sp, "done"))   # ... and SIGKILL before purge()
+    both = sp.require("done").sealed_size + sp.require("waiting").sealed_size
+    assert path.exists() and sp.used_bytes() == both     # still counts against the quota
+    assert make_spool(tmp_path).finish_purges() == ["done"]
+    after = sp.require("done")
+    assert after.state is State.PURGED and after.receipt and not path.exists()
+    assert sp.require("waiting").state is State.STORED
+    assert make_spool(tmp_path).finish_purges() == []
+
+
 def test_second_intake_on_same_spool_is_refused(tmp_path: Path) -> None:
     a = make_spool(tmp_path)
     a.acquire_role("intake")

@@ -725,16 +725,21 @@ class Spool:
                 report.temp_removed.append(p.name)
         if report.temp_removed:
             fsync_dir(self.data_dir)
-        # 2. reconcile rows and files.
-        rows = self._query("SELECT recording_id, state, file FROM recordings "
-                           "WHERE file IS NOT NULL")
-        referenced = {r["file"] for r in rows}
+        # 2. reconcile rows and files. Only file names are held in memory (not rows): a
+        # large backlog must not make the intake's start-up memory grow with it.
         on_disk = {p.name for p in self.data_dir.iterdir() if p.is_file()}
+        referenced: set[str] = set()
+        missing: list[tuple[str, str, str]] = []
+        with self._lock:
+            for rid, state_text, file in self._conn.execute(
+                    "SELECT recording_id, state, file FROM recordings WHERE file IS NOT NULL"):
+                referenced.add(file)
+                if file not in on_disk:
+                    missing.append((rid, state_text, file))
         with self._tx() as conn:
-            for r in rows:
-                if r["file"] in on_disk:
-                    continue
-                state = State(r["state"])
+            for rid, state_text, file in missing:
+                r = {"recording_id": rid, "file": file}
+                state = State(state_text)
                 if state in WAITING:
                     conn.execute("UPDATE recordings SET state = 'lost' WHERE recording_id = ?",
                                  (r["recording_id"],))

@@ -154,7 +154,8 @@ def create_app(ctx: IntakeContext) -> Starlette:
             stream = request.stream().__aiter__()
             while True:
                 try:
-                    chunk = await asyncio.wait_for(stream.__anext__(), ctx.body_idle_timeout_s)
+                    async with asyncio.timeout(ctx.body_idle_timeout_s):
+                        chunk = await stream.__anext__()
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -166,9 +167,7 @@ def create_app(ctx: IntakeContext) -> Starlette:
                 if len(buf) >= FLUSH_AT:
                     data, buf = buf, bytearray()
                     await to_thread.run_sync(upload.write, data)
-            if buf:
-                await to_thread.run_sync(upload.write, buf)
-            outcome, receipt = await to_thread.run_sync(upload.finish)
+            outcome, receipt = await to_thread.run_sync(upload.finish_with, buf)
         except ClientDisconnect:
             await to_thread.run_sync(upload.abort)
             return error(400, "intake.disconnected", "client went away; nothing was stored")

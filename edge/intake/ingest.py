@@ -199,6 +199,17 @@ class Upload:
             raise BadUpload("Content-Digest has no supported algorithm: use sha-256",
                             key="intake.bad_digest")
 
+    def finish_with(self, last: bytes | bytearray) -> tuple[Outcome, IntakeReceipt]:
+        """The body's tail and the finish in one call (one worker-thread hop per upload
+        fewer for the HTTP path)."""
+        if last:
+            try:
+                self.write(last)
+            except BaseException:
+                self.abort()
+                raise
+        return self.finish()
+
     def finish(self) -> tuple[Outcome, IntakeReceipt]:
         try:
             if self.received != self.declared_size:

@@ -70,17 +70,27 @@ class Identity:
 class LocalBroker:
     """One Mosquitto with the repo's config, a throwaway fleet CA and identities from it.
 
-    Attributes: ``host``, ``port``, ``ca`` (the ``FleetCA``), ``ca_path`` (PEM for clients),
-    ``workdir``, ``config_path``, ``crl_path``, ``log_path``, ``persistence_dir``.
+    Attributes: ``host``, ``port`` (device listener), ``service_port`` (central services'
+    listener, None with ``service_listener=False``), ``ca`` (the ``FleetCA``), ``ca_path``
+    (PEM for clients), ``workdir``, ``config_path``, ``crl_path``, ``log_path``,
+    ``persistence_dir``.
     """
 
     def __init__(self, workdir: Path, *, port: int | None = None,
                  acl_file: Path | None = None, with_crl: bool = True,
-                 host: str = HOST) -> None:
+                 host: str = HOST, service_listener: bool = True,
+                 service_port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port or free_port(host)
+        # Central services' listener (receivers, fleet view, enrolment): on the same host
+        # here; the device listener then forces client id = certificate CN.
+        self.service_port: int | None = None
+        if service_listener:
+            self.service_port = service_port or free_port(host)
+            while self.service_port == self.port:
+                self.service_port = free_port(host)
         self.ca = create_fleet_ca("edge test fleet CA")
         self.ca_path = self.workdir / "ca.pem"
         save_certificate(self.ca_path, self.ca.cert)
@@ -116,6 +126,8 @@ class LocalBroker:
         args: dict[str, Any] = {
             "port": self.port,
             "bind_address": self.host,
+            "service_port": self.service_port,
+            "service_bind_address": self.host if self.service_port else None,
             "cafile": self.ca_path,
             "certfile": self.server_cert,
             "keyfile": self.server_key,
@@ -129,6 +141,16 @@ class LocalBroker:
         }
         args.update(overrides)
         return render_broker_config(self.workdir, **args)
+
+    @property
+    def services_port(self) -> int:
+        """Where central services connect: the service listener if there is one."""
+        return self.service_port or self.port
+
+    def port_for(self, name: str | None) -> int:
+        """The listener an identity uses: central services (``central-...``) the service
+        listener, everyone else (devices, claims) the device listener."""
+        return self.services_port if name and name.startswith("central-") else self.port
 
     # -- identities and clients --------------------------------------------------------
     def identity(self, name: str, *, validity: timedelta | None = None,

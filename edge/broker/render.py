@@ -34,6 +34,9 @@ ACL_FILE_NAME = "edge.acl"
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _SESSION_EXPIRATION = re.compile(r"^\d+[hdwmy]$")
+_BEGIN, _END = "#@service-listener-begin", "#@service-listener-end"
+_SERVICE_LISTENER = re.compile(re.escape(_BEGIN) + r"\n.*?" + re.escape(_END) + r"\n",
+                               re.DOTALL)
 
 
 class BrokerConfigError(ConfigError):
@@ -70,6 +73,8 @@ def render_broker_config(
     out_dir: Path,
     *,
     port: int,
+    service_port: int | None = None,
+    service_bind_address: str | None = None,
     cafile: Path,
     certfile: Path,
     keyfile: Path,
@@ -91,6 +96,10 @@ def render_broker_config(
     ``crlfile`` should always be given in production: without it a revoked certificate is
     still accepted. ``persistence_dir`` keeps sessions and queued messages across restarts.
     ``acl_file`` replaces the packaged ACL (tests use it to probe Mosquitto's semantics).
+    ``service_port`` (production always gives one) opens the second listener for central
+    services, bound to ``service_bind_address`` (the central private network or loopback;
+    default 127.0.0.1), and makes the device listener force client id = certificate CN.
+    Without it there is one listener and a client id is the client's choice.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +110,12 @@ def render_broker_config(
         acl_path = Path(acl_file).absolute()
     if bind_address is not None and (not bind_address or any(c.isspace() for c in bind_address)):
         raise BrokerConfigError(f"bind_address = {bind_address!r}: give one address or host")
+    for name, addr in (("service_bind_address", service_bind_address),):
+        if addr is not None and (not addr or any(c.isspace() for c in addr)):
+            raise BrokerConfigError(f"{name} = {addr!r}: give one address or host")
+    if service_port is not None and service_port == port:
+        raise BrokerConfigError(f"service_port = {service_port}: must differ from port (the "
+                                "device listener)")
     if user is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]*", user):
         raise BrokerConfigError(f"user = {user!r} is not a Unix user name")
     if not _SESSION_EXPIRATION.match(session_expiration):
@@ -133,6 +148,20 @@ def render_broker_config(
     user_line = (f"# Run as this user (when started as root).\nuser {user}" if user
                  else "# user: left at Mosquitto's default, \"mosquitto\".")
 
+    if service_port is not None:
+        clientid_block = (
+            "# Client id = certificate CN on this listener: a device can hold only its own\n"
+            "# session, never take over another device's (central services, which need\n"
+            "# several client ids per CN, use the service listener below).\n"
+            "use_username_as_clientid true")
+    else:
+        clientid_block = (
+            "# No service listener was configured, so the client id stays the client's choice\n"
+            "# here (receivers sharing the central-receiver CN need distinct ones). The price:\n"
+            "# a device holding a valid fleet certificate can connect with another device's\n"
+            "# client id and kick it off (it reads none of that session's messages: the ACL\n"
+            "# checks its own CN). Production configures the service listener.")
+
     values = {
         "acl_file": _conf_path("acl_file", acl_path),
         "user_line": user_line,
@@ -145,6 +174,10 @@ def render_broker_config(
         "session_expiration": session_expiration,
         "log_dest": log_dest,
         "port": _positive("port", port, 1, 65535),
+        "clientid_block": clientid_block,
+        "service_port": ("" if service_port is None
+                         else _positive("service_port", service_port, 1, 65535)),
+        "service_bind_address": service_bind_address or "127.0.0.1",
         "bind_address": bind_address or "",
         "cafile": _conf_path("cafile", cafile),
         "certfile": _conf_path("certfile", certfile),
@@ -159,7 +192,12 @@ def render_broker_config(
             raise BrokerConfigError(f"the broker template has an unknown placeholder "
                                     f"{m.group(0)!r}; the package is damaged") from None
 
-    text = _PLACEHOLDER.sub(fill, template_text())
+    template = template_text()
+    if service_port is None:
+        template = _SERVICE_LISTENER.sub(
+            "# (not rendered: no service port given)\n", template)
+    template = template.replace(_BEGIN + "\n", "").replace(_END + "\n", "")
+    text = _PLACEHOLDER.sub(fill, template)
     text = re.sub(r"^(listener \d+) $", r"\1", text, flags=re.MULTILINE)
     conf_path = out_dir / CONFIG_FILE_NAME
     atomic_write_bytes(conf_path, text.encode("utf-8"), mode=0o644)

@@ -1,12 +1,16 @@
 """``edge-central fleet``: run the fleet view (MQTT subscriber + store + dashboard/API/metrics).
 
-    edge-central fleet serve --broker mqtt.central:8883 --mqtt-ca ca.pem \\
+    edge-central fleet serve --broker mqtt.central:8884 --mqtt-ca ca.pem \\
         --mqtt-cert central-fleet.pem --mqtt-key central-fleet.key \\
         --store sqlite:///var/lib/edge-central/fleet.db --listen 127.0.0.1:8080
+    edge-central fleet serve --config /etc/edge-central/central.toml   # what the unit runs
     edge-central fleet forget kec-3171-01      # decommissioned office: drop it and its history
 
 The store URL can come from ``$EDGE_FLEET_STORE`` so a PostgreSQL password stays out of
-the process list.
+the process list. Broker settings left out come from the ``central.toml`` that ``edge-central
+init`` writes (``--config``, else ``$EDGE_CONFIG``, ``$EDGE_CENTRAL_DIR/central.toml``,
+``/etc/edge-central/central.toml``): the broker's service listener (``[broker]
+service_host``/``service_port``), the fleet CA and the ``central-fleet`` identity.
 """
 
 from __future__ import annotations
@@ -78,7 +82,12 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
 
     s = sub.add_parser("serve", help="subscribe to every office and serve the fleet view")
-    s.add_argument("--broker", required=True, help="MQTT broker host[:port] (default port 8883)")
+    s.add_argument("--config", type=Path,
+                   help="central.toml to take the broker settings left out from (default "
+                        "$EDGE_CONFIG, $EDGE_CENTRAL_DIR/central.toml or "
+                        "/etc/edge-central/central.toml)")
+    s.add_argument("--broker", help="MQTT broker host[:port] (default port 8883; default: "
+                   "the service listener named in central.toml)")
     s.add_argument("--mqtt-ca", type=Path, help="fleet CA certificate (PEM)")
     s.add_argument("--mqtt-cert", type=Path, help="this service's client certificate (PEM)")
     s.add_argument("--mqtt-key", type=Path, help="its private key (PEM)")
@@ -133,6 +142,7 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _fill_from_central_toml(args)
     host, port = parse_hostport(args.broker, 8883)
     if args.insecure_plain_mqtt and not _is_loopback(host):
         raise ConfigError(f"--insecure-plain-mqtt with broker {host!r}: plain MQTT is only "
@@ -199,6 +209,42 @@ def serve(args: argparse.Namespace) -> int:
         service.stop()
         store.close()
     return 0
+
+
+def _fill_from_central_toml(args: argparse.Namespace) -> None:
+    """``--broker``/``--mqtt-*`` left out: from central.toml (see the module comment)."""
+    if args.broker and (args.insecure_plain_mqtt
+                        or (args.mqtt_ca and args.mqtt_cert and args.mqtt_key)):
+        return
+    from edge.central.ops.layout import DEFAULT_PATHS
+    from edge.central.settings import find_config, read_config
+
+    path = find_config(args.config)
+    if path is None:
+        raise ConfigError("no broker given: pass --broker HOST[:PORT] with --mqtt-ca, "
+                          "--mqtt-cert and --mqtt-key, or --config central.toml (the file "
+                          "'edge-central init' writes)")
+    data = read_config(path)
+    base = path.parent.absolute()
+    broker = data.get("broker", {}) if isinstance(data.get("broker"), dict) else {}
+    paths = data.get("paths", {}) if isinstance(data.get("paths"), dict) else {}
+
+    def folder(name: str) -> Path:
+        value = paths.get(name, DEFAULT_PATHS[name])
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: [paths] {name} = {value!r}: expected a folder path")
+        return base / value
+
+    if not args.broker:
+        host = broker.get("service_host") or broker.get("host")
+        port = broker.get("service_port") or broker.get("port") or 8883
+        if not isinstance(host, str) or not host or not isinstance(port, int):
+            raise ConfigError(f"{path}: [broker] needs host (and service_port): the broker "
+                              "address central services connect to")
+        args.broker = f"{host}:{port}"
+    args.mqtt_ca = args.mqtt_ca or folder("ca_dir") / "ca.pem"
+    args.mqtt_cert = args.mqtt_cert or folder("services_dir") / "central-fleet.pem"
+    args.mqtt_key = args.mqtt_key or folder("services_dir") / "central-fleet.key"
 
 
 def forget(args: argparse.Namespace) -> int:

@@ -74,6 +74,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--broker-host", required=True,
                    help="the broker address devices connect to (DNS name or IP)")
     p.add_argument("--broker-port", type=_port, default=8883)
+    p.add_argument("--service-port", type=_port, default=8884,
+                   help="the broker's listener for central services (default 8884)")
     p.add_argument("--broker-name", action="append", default=[], metavar="NAME",
                    help="DNS name or IP for the broker certificate (repeat; default: "
                         "--broker-host)")
@@ -135,7 +137,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _init(args: argparse.Namespace) -> int:
     layout = init_central(Path(args.directory), broker_host=args.broker_host,
-                          broker_port=args.broker_port, broker_names=args.broker_name or None,
+                          broker_port=args.broker_port, service_port=args.service_port,
+                          broker_names=args.broker_name or None,
                           apn=args.apn, ca_passphrase_file=args.ca_passphrase_file)
     root = layout.root
     print(f"fleet initialised in {root}")

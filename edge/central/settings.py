@@ -16,7 +16,7 @@ Relative paths in the file are relative to the file's folder.
     sealing_key = "keys/central-seal.key"        # only for `edge-central open`
     device_certs_dir = "devices"      # issued device certificates, <device id>.crt
     broker_host = "mqtt.central.example"
-    broker_port = 8883
+    broker_port = 8884                # the broker's service listener
     client_id = "central-receiver-a"  # default central-receiver-<host>-<pid> (no resume)
     session_expiry_s = 300            # broker keeps our queue this long across a restart
     verify_workers = 2                # threads hashing completed recordings
@@ -24,7 +24,8 @@ Relative paths in the file are relative to the file's folder.
     [central.custody]                 # protocol limits, see docs/custody-protocol.md §9
     op_timeout_s = 120
 
-Keys missing from ``[central]`` fall back to the ``[broker]`` (host, port) and ``[paths]``
+Keys missing from ``[central]`` fall back to the ``[broker]`` (service_host or host,
+service_port or port) and ``[paths]``
 (ca_dir, crl, receipt_private_key, sealing_private_key, services_dir, device_certs_dir)
 tables that ``edge-central init`` writes, so one file serves the ops tools and the receiver
 (the enrolment authority files each issued device certificate in ``device_certs_dir``).
@@ -54,6 +55,7 @@ __all__ = [
     "default_client_id",
     "find_config",
     "load_settings",
+    "read_config",
     "settings_from_args",
 ]
 
@@ -123,6 +125,11 @@ def find_config(arg: str | Path | None) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 
+def read_config(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``; a missing file or bad syntax is a ``ConfigError``."""
+    return _read(path)
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -190,10 +197,13 @@ def _from_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
         "sealing_key": rel(c.opt_path("sealing_key")) or from_paths("sealing_private_key"),
         "device_certs_dir": rel(c.opt_path("device_certs_dir")) or from_paths(
             "device_certs_dir") or base / "devices",
-        "broker_host": c.opt_text("broker_host") or (
-            broker.get("host") if isinstance(broker.get("host"), str) else None),
-        "broker_port": c.integer("broker_port", _int(broker.get("port"), 8883), min=1,
-                                 max=65535),
+        # the broker's service listener if central.toml names one, else its device address
+        "broker_host": c.opt_text("broker_host") or next(
+            (v for v in (broker.get("service_host"), broker.get("host"))
+             if isinstance(v, str) and v), None),
+        "broker_port": c.integer("broker_port", _int(broker.get("service_port"),
+                                                     _int(broker.get("port"), 8883)),
+                                 min=1, max=65535),
         "client_id": c.opt_text("client_id"),
         "session_expiry_s": c.integer("session_expiry_s", 300, min=0, max=7 * 86400),
         "keepalive_s": c.integer("keepalive_s", 30, min=5, max=3600),

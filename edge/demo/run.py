@@ -142,7 +142,8 @@ def run_demo(workdir: Path, recordings: int, workstations: int, seed: int,
     shutil.copy(broker.ca_path, office / "fleet-ca.crt")
 
     broker.start()
-    _say(f"central: Mosquitto on 127.0.0.1:{broker.port} (TLS, client certificates, ACL)")
+    _say(f"central: Mosquitto on 127.0.0.1:{broker.port} for devices and "
+         f":{broker.services_port} for central services (TLS, client certificates, ACL)")
     relay = UplinkRelay((broker.host, broker.port))
     fleet_port, intake_port = free_port(), free_port()
     try:
@@ -152,11 +153,12 @@ def run_demo(workdir: Path, recordings: int, workstations: int, seed: int,
             "--cert", str(receiver_id.cert), "--key", str(receiver_id.key),
             "--receipt-key", str(central / "receipt.key"),
             "--device-certs", str(central / "devices"),
-            "--broker", f"{broker.host}:{broker.port}", "--client-id", "central-receiver-demo"],
+            "--broker", f"{broker.host}:{broker.services_port}",
+            "--client-id", "central-receiver-demo"],
             central / "receiver.log")
         fleet = procs.start("fleet view", [
             py, "-m", "edge.central.cli", "fleet", "serve",
-            "--broker", f"{broker.host}:{broker.port}", "--mqtt-ca", str(broker.ca_path),
+            "--broker", f"{broker.host}:{broker.services_port}", "--mqtt-ca", str(broker.ca_path),
             "--mqtt-cert", str(fleet_id.cert), "--mqtt-key", str(fleet_id.key),
             "--store", f"sqlite:///{central / 'fleet.db'}",
             "--listen", f"127.0.0.1:{fleet_port}", "--interval", "10"],

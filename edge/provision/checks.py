@@ -11,8 +11,10 @@ and prints the checklist. Each check reads the device config; paths go through
   (SO_BINDTODEVICE); with none configured, one over the default route.
 - ``BrokerCheck``: MQTT over TLS with the device certificate; a QoS 1 publish on the
   device's own ``edge/<id>/up/selftest`` must get a successful PUBACK (0x87 = the ACL
-  refused: wrong identity). It uses the client id ``<id>-selftest`` so it never takes over
-  the running forwarder's session.
+  refused: wrong identity). The broker gives each device certificate one session (client
+  id = certificate CN), so when the forwarder service runs and reports itself connected
+  (its heartbeat), that connection is the proof and the check opens no second one (which
+  would cut the forwarder off).
 - ``RecordingCheck``: a test recording through the forwarder to the central site and back
   with its signed receipt (``edge.forward.selftest.send_test_recording``).
 - ``ClockCheck``: NTP synchronised (timedatectl, else the kernel's adjtimex state), and the
@@ -45,7 +47,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.config import Config
 from edge.durable import atomic_write_bytes
 from edge.errors import EdgeError
-from edge.health.heartbeat import PANEL, heartbeat_dir, read_heartbeats, runtime_dir
+from edge.health.heartbeat import (
+    FORWARDER,
+    PANEL,
+    heartbeat_dir,
+    read_heartbeats,
+    runtime_dir,
+)
 from edge.panel.config import parse_panel_config
 from edge.panel.driver import GpioPanel, PanelOutput, TerminalPanel, WalkStep, run_walk
 from edge.panel.errors import NoGpioBackend, PanelError
@@ -261,6 +269,17 @@ class BrokerCheck:
         m = parse_mqtt_settings(ctx.cfg)
         device = ctx.cfg.device.id
         ca, cert, key = ctx.path(m.ca), ctx.path(m.cert), ctx.path(m.key)
+        beat = read_heartbeats(heartbeat_dir(ctx.path(ctx.cfg.device.state_dir))).get(FORWARDER)
+        if (beat is not None and not beat.stale and beat.status == "ok"
+                and beat.detail.get("connected") is True):
+            return _result(self, PASS,
+                           "Layanan pengirim sedang terhubung ke pusat dengan sertifikat "
+                           "perangkat ini.",
+                           "The forwarder service is connected to central with this "
+                           "device's certificate (one session per device: no second "
+                           "connection is opened).",
+                           f"{m.host}:{m.port} as {device}, forwarder heartbeat "
+                           f"{beat.age_s:.0f} s old")
         done = threading.Event()
         outcome: list[str] = []
 
@@ -280,7 +299,10 @@ class BrokerCheck:
             outcome.append(f"disconnected: {rc}")
             done.set()
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{device}-selftest",
+        # The broker makes the client id the certificate's CN anyway; with the forwarder
+        # stopped this session replaces its broker session (it re-offers anything not yet
+        # receipted when it starts: nothing is lost).
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device,
                              protocol=mqtt.MQTTv5)
         client.tls_set_context(_tls_context(ctx, m))
         client.on_connect = on_connect

@@ -48,6 +48,34 @@ def test_one_tls_listener_with_client_certificates(tmp_path: Path,
     assert not any(d.split()[0] in listener_opts for d in lines[:first_listener])
 
 
+def test_service_listener_lets_the_device_listener_force_client_ids(
+        tmp_path: Path, files: dict[str, Path]) -> None:
+    lines = directives(render(tmp_path, files, crlfile=files["crl.pem"], bind_address="192.0.2.1",
+                              service_port=8884, service_bind_address="10.0.0.5"))
+    starts = [i for i, d in enumerate(lines) if d.startswith("listener")]
+    assert [lines[i] for i in starts] == ["listener 8883 192.0.2.1", "listener 8884 10.0.0.5"]
+    device, service = lines[starts[0]:starts[1]], lines[starts[1]:]
+    assert "use_username_as_clientid true" in device        # one session per certificate
+    assert "use_username_as_clientid true" not in service   # receivers pick their ids
+    for block in (device, service):                          # the same TLS door on both
+        for wanted in ("require_certificate true", "use_identity_as_username true",
+                       "tls_version tlsv1.2", "max_qos 1", "protocol mqtt",
+                       f"cafile {files['ca.pem']}", f"crlfile {files['crl.pem']}"):
+            assert wanted in block, (wanted, block)
+    assert not any("@service-listener" in line for line in render(
+        tmp_path, files, service_port=8884).splitlines())
+
+
+def test_the_service_listener_defaults_to_loopback(tmp_path: Path,
+                                                   files: dict[str, Path]) -> None:
+    assert "listener 8884 127.0.0.1" in directives(render(tmp_path, files, service_port=8884))
+
+
+def test_one_port_cannot_be_both_listeners(tmp_path: Path, files: dict[str, Path]) -> None:
+    with pytest.raises(BrokerConfigError, match="service_port = 8883: must differ"):
+        render(tmp_path, files, service_port=8883)
+
+
 def test_acl_is_copied_next_to_the_config(tmp_path: Path, files: dict[str, Path]) -> None:
     render(tmp_path, files)
     assert (tmp_path / "conf" / "edge.acl").read_text() == acl_text()

@@ -34,11 +34,12 @@ def answer_to_connect(sock: socket.socket) -> bytes:
         return f"refused: {e}".encode()
 
 
-def tls_probe(broker: Broker, cert: Path | None = None, key: Path | None = None) -> bytes:
+def tls_probe(broker: Broker, cert: Path | None = None, key: Path | None = None,
+              port: int | None = None) -> bytes:
     ctx = ssl.create_default_context(cafile=str(broker.ca_path))
     if cert is not None:
         ctx.load_cert_chain(str(cert), str(key))
-    with socket.create_connection((broker.host, broker.port), timeout=5) as raw:
+    with socket.create_connection((broker.host, port or broker.port), timeout=5) as raw:
         try:
             tls = ctx.wrap_socket(raw, server_hostname=broker.host)
         except (ssl.SSLError, OSError) as e:
@@ -59,9 +60,22 @@ def foreign_identity(tmp_path: Path, name: str = "kec-a") -> Identity:
     return ident
 
 
-def test_fleet_certificate_gets_a_connack(broker: Broker) -> None:
+LISTENERS = ["device", "service"]
+
+
+def port_of(broker: Broker, listener: str) -> int:
+    """The device listener, or the central services' one: the same TLS door rules apply."""
+    if listener == "device":
+        return broker.port
+    assert broker.service_port is not None
+    return broker.service_port
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_fleet_certificate_gets_a_connack(broker: Broker, listener: str) -> None:
     ident = broker.identity("kec-a")
-    assert tls_probe(broker, ident.cert, ident.key)[:1] == bytes([CONNACK])
+    answer = tls_probe(broker, ident.cert, ident.key, port_of(broker, listener))
+    assert answer[:1] == bytes([CONNACK])
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
@@ -78,25 +92,30 @@ def test_tls_1_2_and_1_3_are_both_accepted(broker: Broker, version: ssl.TLSVersi
         assert answer_to_connect(tls)[:1] == bytes([CONNACK])
 
 
-def test_certificate_from_an_unknown_ca_is_refused_at_tls(broker: Broker,
-                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_certificate_from_an_unknown_ca_is_refused_at_tls(broker: Broker, tmp_path: Path,
+                                                          listener: str) -> None:
     ident = foreign_identity(tmp_path)
-    answer = tls_probe(broker, ident.cert, ident.key)
+    port = port_of(broker, listener)
+    answer = tls_probe(broker, ident.cert, ident.key, port)
     assert answer == b"" or answer.startswith(b"refused")  # an alert or a close, no MQTT
     with pytest.raises(BrokerError, match="refused"):
-        broker.connect(ident)
+        broker.connect(ident, port=port)
     assert "certificate verify failed" in broker.log()
 
 
-def test_client_without_a_certificate_is_refused(broker: Broker) -> None:
-    answer = tls_probe(broker)
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_client_without_a_certificate_is_refused(broker: Broker, listener: str) -> None:
+    port = port_of(broker, listener)
+    answer = tls_probe(broker, port=port)
     assert answer == b"" or answer.startswith(b"refused")
     with pytest.raises(BrokerError, match="refused"):
-        broker.connect(None)
+        broker.connect(None, port=port)
 
 
-def test_plain_tcp_is_refused(broker: Broker) -> None:
-    with socket.create_connection((broker.host, broker.port), timeout=5) as s:
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_plain_tcp_is_refused(broker: Broker, listener: str) -> None:
+    with socket.create_connection((broker.host, port_of(broker, listener)), timeout=5) as s:
         answer = answer_to_connect(s)
     assert answer[:1] != bytes([CONNACK])
 
@@ -116,8 +135,9 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
-def test_the_tls_port_is_the_only_listener(broker: Broker) -> None:
-    assert listening_ports(broker.pid) == {broker.port}
+def test_the_two_tls_ports_are_the_only_listeners(broker: Broker) -> None:
+    """The device listener and the central services' listener; no default plain 1883."""
+    assert listening_ports(broker.pid) == {broker.port, broker.service_port}
 
 
 def test_a_server_certificate_is_not_a_client_identity(broker: Broker, tmp_path: Path) -> None:

@@ -217,7 +217,7 @@ class CentralSite:
             "sealing_key": "central-seal.key",
             "device_certs_dir": "devices",
             "broker_host": broker.host,
-            "broker_port": broker.port,
+            "broker_port": broker.services_port,
             "reconnect_min_s": 0.1,
             "reconnect_max_s": 1.0,
             **central,
@@ -255,7 +255,7 @@ class CentralSite:
                     "--cert", str(ident.cert), "--key", str(ident.key),
                     "--receipt-key", str(self.root / "receipt.key"),
                     "--device-certs", str(self.certs_dir),
-                    "--broker", f"{self.broker.host}:{self.broker.port}"]
+                    "--broker", f"{self.broker.host}:{self.broker.services_port}"]
         if client_id:
             cmd += ["--client-id", client_id]
         with log_path.open("ab") as log:

@@ -41,7 +41,9 @@ def test_the_file_init_writes_is_a_complete_receiver_config(central: Central,
     for p in (s.ca, s.crl, s.cert, s.key, s.receipt_key, s.sealing_key):
         assert p is not None and p.is_file(), p
     assert s.device_certs_dir == central.layout.root / "devices"
-    assert (s.broker_host, s.broker_port) == ("mqtt.central.example", 8883)
+    # the receiver connects to the broker's service listener, not the devices' port
+    assert (s.broker_host, s.broker_port) == ("mqtt.central.example", 8884)
+    assert (central.layout.broker_port, central.layout.services_port) == (8883, 8884)
     app = ReceiverApp(s)          # loads every key and certificate; does not connect yet
     app.store.close()
 

@@ -55,7 +55,8 @@ class Central:
              "--cert", str(ident.cert), "--key", str(ident.key),
              "--receipt-key", str(self.root / "receipt.key"),
              "--device-certs", str(self.device_certs),
-             "--broker", f"{self.broker.host}:{self.broker.port}", "--client-id", client_id],
+             "--broker", f"{self.broker.host}:{self.broker.services_port}",
+             "--client-id", client_id],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
         self.procs.append(p)
         return p

@@ -75,12 +75,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FleetStore
 
 
 # --- a real Mosquitto with mutual TLS ----------------------------------------------------------
-# TEMPORARY: the shared TLS broker fixture (tests/support/broker.py, repo config + ACLs) is
-# being built on another branch. Until it is merged this minimal stand-in runs
-# /usr/sbin/mosquitto on a free port with client certificates, use_identity_as_username and
-# a per-device ACL like production's. The lead will switch these tests to the shared one.
-
-
+# The shared broker (tests/support/broker.py: repo config, client certificates, the fleet
+# ACL) behind the small surface these tests use.
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -110,7 +106,8 @@ class Broker:
     the small surface these tests use."""
 
     host: str
-    port: int
+    port: int           # device listener
+    service_port: int   # central services' listener (the fleet view connects here)
     pki: _Issuer
     log: Path
 
@@ -118,5 +115,5 @@ class Broker:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     with start_broker(tmp_path) as b:
-        yield Broker(b.host, b.port, _Issuer(b), b.log_path)
+        yield Broker(b.host, b.port, b.services_port, _Issuer(b), b.log_path)
 

@@ -28,7 +28,7 @@ def test_serve_subscribes_serves_and_stops_cleanly(broker: Broker, tmp_path: Pat
     db = tmp_path / "fleet.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.central.cli", "fleet", "serve",
-         "--broker", f"{broker.host}:{broker.port}", "--mqtt-ca", str(tls.ca),
+         "--broker", f"{broker.host}:{broker.service_port}", "--mqtt-ca", str(tls.ca),
          "--mqtt-cert", str(tls.cert), "--mqtt-key", str(tls.key),
          "--store", f"sqlite://{db}", "--listen", f"127.0.0.1:{port}",
          "--offices", str(offices), "--flush-interval", "0.2"],

@@ -65,7 +65,7 @@ def fleet(broker: Broker, tmp_path: Path) -> Iterator[tuple[FleetService, FleetS
     tls = broker.pki.issue("central-fleet")
     svc = FleetService(SqliteStore(tmp_path / "fleet.db"))
     svc.start(loops=False)
-    sub = FleetSubscriber(svc, BrokerConfig(broker.host, broker.port, tls.ca, tls.cert,
+    sub = FleetSubscriber(svc, BrokerConfig(broker.host, broker.service_port, tls.ca, tls.cert,
                                             tls.key, client_id="central-fleet"))
     sub.start()
     assert sub.wait_subscribed(10), broker.log.read_text()
@@ -132,7 +132,7 @@ def test_restart_rebuilds_from_retained_status_without_resetting_since(
     dev.disconnect()
     dev.loop_stop()
     tls = broker.pki.issue("central-fleet")
-    cfg = BrokerConfig(broker.host, broker.port, tls.ca, tls.cert, tls.key)
+    cfg = BrokerConfig(broker.host, broker.service_port, tls.ca, tls.cert, tls.key)
     since = []
     for _ in range(2):
         store = SqliteStore(tmp_path / "fleet.db")

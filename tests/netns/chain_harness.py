@@ -37,6 +37,7 @@ from tests.support.broker import Broker
 from tests.support.office import Office
 
 BROKER_PORT = 8883
+SERVICE_PORT = 8884   # central services' listener (the receiver in the central namespace)
 DEVICE_ID = "kec-netns-01"
 
 
@@ -45,7 +46,8 @@ class NetnsBroker(Broker):
 
     def __init__(self, workdir: Path, topo: Topology, **kwargs: Any) -> None:
         self.topo = topo
-        super().__init__(workdir, host=BROKER, port=BROKER_PORT, **kwargs)
+        super().__init__(workdir, host=BROKER, port=BROKER_PORT, service_port=SERVICE_PORT,
+                         **kwargs)
 
     def command(self) -> list[str]:
         return ["ip", "netns", "exec", self.topo.central, *super().command()]

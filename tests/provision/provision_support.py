@@ -30,7 +30,8 @@ class Fleet:
 def central_fleet(tmp_path: Path) -> Iterator[Fleet]:
     with start_broker(tmp_path / "broker") as broker:
         layout = init_central(tmp_path / "central", broker_host="127.0.0.1",
-                              broker_port=broker.port, broker_names=["127.0.0.1", "localhost"])
+                              broker_port=broker.port, service_port=broker.services_port,
+                              broker_names=["127.0.0.1", "localhost"])
         ca_pem = layout.path("ca_dir") / "ca.pem"
         broker.render(cafile=ca_pem, certfile=layout.path("broker_cert"),
                       keyfile=layout.path("broker_key"), crlfile=layout.path("crl"))

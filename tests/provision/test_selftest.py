@@ -4,6 +4,7 @@ uplink and broker sockets, vcgencmd as a command), and the checklist they make."
 import io
 import os
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import Config, parse_config
+from edge.health.heartbeat import FORWARDER, Heartbeat, heartbeat_dir
 from edge.provision.checks import (
     BrokerCheck,
     ClockCheck,
@@ -171,6 +173,33 @@ def test_uplink_and_broker_against_the_real_broker(broker: Broker, tmp_path: Pat
     bad = UplinkCheck("4g", "nosuch0").run(ctx(cfg))
     assert bad.status == FAIL and "nosuch0" in bad.text_en
     assert BrokerCheck().run(ctx(cfg)).status == PASS
+
+
+def test_broker_check_uses_the_running_forwarders_connection(broker: Broker,
+                                                             tmp_path: Path) -> None:
+    """The broker gives a device certificate one session: with the forwarder service
+    connected (its heartbeat says so) the check must not open a second one, which would
+    cut the forwarder off."""
+    cfg = broker_config(tmp_path, broker)
+    forwarder = broker.connect("kec-3171-01")           # stands for `edge forward`
+    lost = threading.Event()
+    forwarder.on_disconnect = lambda *args: lost.set()
+    Heartbeat(heartbeat_dir(ctx(cfg).path(cfg.device.state_dir)), FORWARDER).beat(
+        "ok", {"connected": True})
+
+    r = BrokerCheck().run(ctx(cfg))
+
+    assert r.status == PASS and "forwarder" in r.text_en
+    assert not lost.wait(0.5) and forwarder.is_connected()
+
+
+def test_broker_check_connects_itself_when_the_forwarder_is_not_connected(
+        broker: Broker, tmp_path: Path) -> None:
+    cfg = broker_config(tmp_path, broker)
+    Heartbeat(heartbeat_dir(ctx(cfg).path(cfg.device.state_dir)), FORWARDER).beat(
+        "ok", {"connected": False})
+    r = BrokerCheck().run(ctx(cfg))
+    assert r.status == PASS and "own topic works" in r.text_en
 
 
 def test_broker_check_fails_for_a_revoked_device(broker: Broker, tmp_path: Path) -> None:

@@ -183,12 +183,14 @@ class Broker(LocalBroker):
                 clean_start: bool = True, session_expiry: int = 0, timeout: float = 5.0,
                 ca_path: Path | None = None,
                 on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None] | None = None,
-                ) -> mqtt.Client:
+                port: int | None = None) -> mqtt.Client:
         """A connected client with its network loop running; raises ``BrokerError`` if the
         broker refuses (TLS or CONNACK) so that tests of refusal can assert on it.
 
         Pass ``on_message`` (e.g. ``Inbox().on_message``) when resuming a session
         (``clean_start=False``): queued messages arrive right after the CONNACK.
+        ``port`` defaults to the identity's listener (``port_for``: services the service
+        listener, devices and claims the device listener).
         """
         c = self.client(identity, client_id=client_id, ca_path=ca_path)
         if on_message is not None:
@@ -218,7 +220,9 @@ class Broker(LocalBroker):
         props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry
         try:
-            c.connect(self.host, self.port, keepalive=30, clean_start=clean_start,
+            name = identity.name if isinstance(identity, Identity) else identity
+            c.connect(self.host, port or self.port_for(name), keepalive=30,
+                      clean_start=clean_start,
                       properties=props)
         except (OSError, ssl.SSLError) as e:
             raise BrokerError(f"connect as {identity!r} refused: {e}") from e

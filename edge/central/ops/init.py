@@ -79,6 +79,7 @@ def _split_names(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def init_central(directory: Path, *, broker_host: str, broker_port: int = 8883,
+                 service_port: int = 8884,
                  broker_names: list[str] | None = None, apn: str = "",
                  ca_passphrase_file: Path | None = None,
                  now: datetime | None = None) -> CentralLayout:
@@ -142,6 +143,6 @@ def init_central(directory: Path, *, broker_host: str, broker_port: int = 8883,
         store.close()
 
     write_central_toml(directory, render_central_toml(
-        broker_host=broker_host, broker_port=broker_port, apn=apn,
+        broker_host=broker_host, broker_port=broker_port, service_port=service_port, apn=apn,
         ca_passphrase_file=ca_passphrase_file))
     return load_layout(directory)

@@ -97,6 +97,18 @@ class CentralLayout:
     workstations: int = 2
     intake_names: tuple[str, ...] = ("edge.local",)
     ca_passphrase_file: Path | None = None
+    # Where central services (receiver, fleet view, enrolment) connect: the broker's service
+    # listener. None: the device address (a broker without a service listener).
+    service_host: str | None = None
+    service_port: int | None = None
+
+    @property
+    def services_host(self) -> str:
+        return self.service_host or self.broker_host
+
+    @property
+    def services_port(self) -> int:
+        return self.service_port or self.broker_port
 
     def path(self, name: str) -> Path:
         return self.paths[name]
@@ -127,6 +139,8 @@ def load_layout(directory: Path) -> CentralLayout:
     b = Section(source, "broker", data.get("broker", {}))
     host = b.text("host")
     port = b.integer("port", 8883, min=1, max=65535)
+    service_host = b.opt_text("service_host")
+    service_port = b.integer("service_port", port, min=1, max=65535)
     reload_command = tuple(b.list_of("reload_command", str, []))
     b.check_unknown()
     p = Section(source, "paths", data.get("paths", {}))
@@ -147,6 +161,7 @@ def load_layout(directory: Path) -> CentralLayout:
                           "at most 3d (a claim certificate's life)")
     layout = CentralLayout(
         root=directory, broker_host=host, broker_port=port, reload_command=reload_command,
+        service_host=service_host, service_port=service_port,
         paths=paths, code_ttl=ttl,
         kem=en.text("kem", "mlkem768-x25519", choices=("mlkem768-x25519", "x25519")),
         apn=en.text("apn", ""),
@@ -163,8 +178,8 @@ def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=True)
 
 
-def render_central_toml(*, broker_host: str, broker_port: int, apn: str = "",
-                        ca_passphrase_file: Path | None = None) -> str:
+def render_central_toml(*, broker_host: str, broker_port: int, service_port: int = 8884,
+                        apn: str = "", ca_passphrase_file: Path | None = None) -> str:
     path_lines = "\n".join(f"{k} = {_toml_str(v)}" for k, v in DEFAULT_PATHS.items())
     if ca_passphrase_file is not None:
         path_lines += f"\nca_passphrase_file = {_toml_str(str(ca_passphrase_file))}"
@@ -176,6 +191,12 @@ def render_central_toml(*, broker_host: str, broker_port: int, apn: str = "",
 # What devices connect to (it is written into every provisioning bundle).
 host = {_toml_str(broker_host)}
 port = {broker_port}
+# What the central services (receiver, fleet view, enrolment service) connect to: the
+# broker's service listener (render_broker_config(service_port=...)), reachable only from
+# the central network; on the device port each certificate may hold one client id only.
+# service_host defaults to host (add other names to the broker certificate with
+# --broker-name at init).
+service_port = {service_port}
 # Run after every CRL change so Mosquitto loads it (it reads the CRL only at start and on
 # SIGHUP). Empty: the ops tools print a reminder instead. On the broker host, e.g.:
 #   reload_command = ["systemctl", "reload", "mosquitto"]

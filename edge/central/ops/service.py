@@ -51,8 +51,8 @@ class EnrolService:
     def __init__(self, central: Central, *, host: str | None = None, port: int | None = None,
                  client_id: str = ENROL_IDENTITY) -> None:
         self.central = central
-        self.host = host or central.layout.broker_host
-        self.port = port or central.layout.broker_port
+        self.host = host or central.layout.services_host
+        self.port = port or central.layout.services_port
         self.client_id = client_id
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.ready = threading.Event()

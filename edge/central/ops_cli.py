@@ -8,6 +8,7 @@ offline CSR signing, revocation and the daily CRL refresh.
     edge-central revoke kec-3171-01
     edge-central crl refresh | crl status
     edge-central codes [--device-id ID]
+    edge-central service-access [--group edge-central]    (after replacing a service key)
 
 Every command but ``init`` takes ``--dir`` (default ``$EDGE_CENTRAL_DIR`` or
 ``/etc/edge-central``). See docs/provisioning.md.
@@ -16,6 +17,7 @@ Every command but ``init`` takes ``--dir`` (default ``$EDGE_CENTRAL_DIR`` or
 from __future__ import annotations
 
 import argparse
+import grp
 import json
 import logging
 import signal
@@ -27,6 +29,7 @@ from types import FrameType
 
 from cryptography import x509
 
+from edge.central.ops.access import SERVICE_GROUP, grant_service_access
 from edge.central.ops.authority import Central
 from edge.central.ops.errors import OpsError
 from edge.central.ops.init import init_central
@@ -80,6 +83,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="DNS name or IP for the broker certificate (repeat; default: "
                         "--broker-host)")
     p.add_argument("--apn", default="", help="default 4G APN put into bundles")
+    p.add_argument("--service-group", default=None, metavar="GROUP",
+                   help="group the central services run as, given read access to the files "
+                        f"they use (default: {SERVICE_GROUP} if that group exists)")
     p.add_argument("--ca-passphrase-file", type=Path,
                    help="encrypt the CA key with the passphrase in this file")
     p.set_defaults(handler=_init)
@@ -134,12 +140,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device-id")
     p.set_defaults(handler=_codes)
 
+    p = sub.add_parser("service-access", help="give the central services' group read access "
+                       "to the files they use (init does it; again after replacing a key)")
+    _dir_arg(p)
+    p.add_argument("--group", default=SERVICE_GROUP)
+    p.set_defaults(handler=_service_access)
+
+
+def _default_service_group() -> str | None:
+    try:
+        grp.getgrnam(SERVICE_GROUP)
+    except KeyError:
+        return None
+    return SERVICE_GROUP
+
+
+def _service_access(args: argparse.Namespace) -> int:
+    layout = load_layout(central_dir(args.dir))
+    changed = grant_service_access(layout, args.group)
+    for line in changed:
+        print(line)
+    print(f"group {args.group} reads what the central services use in {layout.root} "
+          f"({len(changed)} change(s))")
+    return 0
+
 
 def _init(args: argparse.Namespace) -> int:
+    group = args.service_group or _default_service_group()
     layout = init_central(Path(args.directory), broker_host=args.broker_host,
                           broker_port=args.broker_port, service_port=args.service_port,
                           broker_names=args.broker_name or None,
-                          apn=args.apn, ca_passphrase_file=args.ca_passphrase_file)
+                          apn=args.apn, ca_passphrase_file=args.ca_passphrase_file,
+                          service_group=group)
     root = layout.root
     print(f"fleet initialised in {root}")
     print(f"  fleet CA            {layout.path('ca_dir') / 'ca.pem'}  (key: ca/ca.key, 0600)")
@@ -150,6 +182,12 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  broker cert / key   {layout.path('broker_cert')} / {layout.path('broker_key')}")
     print(f"  service identities  {layout.path('services_dir')}/central-*.pem, .key")
     print(f"  settings            {root / 'central.toml'}")
+    if group:
+        print(f"  group {group} reads the CA certificate, CRL, receipt key, its MQTT "
+              "identities and central.toml (not the CA, sealing or enrolment keys)")
+    else:
+        print(f"  no group {SERVICE_GROUP} here: the folder stays root's; after "
+              f"'install.sh --central' run 'edge-central service-access --dir {root}'")
     print("Next: configure the broker with these files (docs/broker-and-pki.md), set "
           "[broker] reload_command, start 'edge-central enrol-service'.")
     return 0

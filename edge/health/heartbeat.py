@@ -47,6 +47,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from edge.bootid import BOOT_ID_PATH as _KERNEL_BOOT_ID
+from edge.bootid import read_boot_id
+
 __all__ = [
     "DEFAULT_STALE_AFTER_S",
     "FALLBACK_STALE_AFTER_S",
@@ -94,7 +97,7 @@ DEFAULT_STALE_AFTER_S: Mapping[str, float] = {
 FALLBACK_STALE_AFTER_S = 60.0
 
 PROGRAM_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+BOOT_ID_PATH = _KERNEL_BOOT_ID
 DEFAULT_TMPFS_DIR = Path("/run/edge")
 DEVICE_STATE_DIR = Path("/var/lib/edge")
 _MAX_FILE_BYTES = 64 * 1024
@@ -107,8 +110,9 @@ def boottime() -> float:
 
 @lru_cache(maxsize=4)
 def boot_id(path: Path = BOOT_ID_PATH) -> str:
-    """The kernel's random id for this boot; it cannot change while a process lives."""
-    return path.read_text(encoding="ascii").strip()
+    """The kernel's random id for this boot (edge.bootid: also under ProcSubset=pid); it
+    cannot change while a process lives."""
+    return read_boot_id(path)
 
 
 def _check_program(program: str) -> str:

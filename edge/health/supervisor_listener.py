@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge.bootid import read_boot_id
+
 __all__ = [
     "DEFAULT_STALE_AFTER_S",
     "Heartbeat",
@@ -88,7 +90,7 @@ class Heartbeat:
 
 
 def current_boot_id() -> str:
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return read_boot_id()
 
 
 def boottime_now() -> float:

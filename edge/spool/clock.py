@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from functools import cache
 
+from edge.bootid import read_boot_id
+
 __all__ = ["Stamp", "age_seconds", "boot_id", "now_stamp"]
 
 # Before this the wall clock cannot be right (the software did not exist yet).
@@ -19,11 +21,7 @@ SANE_WALL = 1_767_225_600.0  # 2026-01-01
 
 @cache
 def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return "unknown"
+    return read_boot_id() or "unknown"
 
 
 @dataclass(frozen=True)

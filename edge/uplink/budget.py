@@ -34,6 +34,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
+from edge.bootid import BOOT_ID_PATH, read_boot_id
 from edge.durable import atomic_write_bytes
 from edge.uplink.config import BudgetConfig
 
@@ -60,7 +61,7 @@ POLICY_TELEMETRY_ONLY: Final = "telemetry_only"
 METERED_POLICIES: Final = (POLICY_ALL, POLICY_PRIORITY_ONLY, POLICY_TELEMETRY_ONLY)
 
 SYS_CLASS_NET = Path("/sys/class/net")
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+BOOT_ID = BOOT_ID_PATH
 
 
 def _start_in_month(year: int, month: int, start_day: int) -> date:
@@ -115,10 +116,7 @@ def read_counters(ifname: str, root: Path = SYS_CLASS_NET) -> Counters | None:
 
 
 def current_boot_id(path: Path = BOOT_ID) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
+    return read_boot_id(path)
 
 
 @dataclass

@@ -4,10 +4,11 @@ units started by systemd 252 as PID 1 with every sandbox directive in force.
 - ``edge intake`` itself runs under edge-intake.service and takes a recording over HTTP:
   HPKE (ML-KEM-768+X25519) sealing in cryptography, SQLite WAL, fsyncs in /var/lib/edge,
   under MemoryDenyWriteExecute=, the seccomp filter, PrivateUsers= and ProtectSystem=strict.
-- forward, uplink and panel run a probe in place of their (not yet merged) programs, under
-  their own unit files plus a drop-in that replaces only ExecStart=: it reports what the
-  sandbox lets it do (capabilities, writable paths, sockets, W+X memory, cffi) and speaks
-  sd_notify through edge.health.sdnotify.
+- forward, uplink and panel run a probe in place of their programs, under their own unit
+  files plus a drop-in that replaces only ExecStart=: it reports what the sandbox lets it do
+  (capabilities, writable paths, sockets, W+X memory, cffi) and speaks sd_notify through
+  edge.health.sdnotify. (The real forwarder and the central services run under their units
+  end to end in test_systemd_chain.py.)
 - the panel probe stops pinging: systemd's watchdog must kill and restart it.
 """
 

@@ -88,6 +88,16 @@ def test_every_service_has_the_common_sandbox(name: str) -> None:
     assert int(one(unit, "StartLimitIntervalSec")) >= 300
 
 
+@pytest.mark.parametrize("name", [u for u in DEVICE_UNITS if u.endswith(".service")])
+def test_device_programs_get_the_boot_id_their_sandbox_hides(name: str) -> None:
+    """ProcSubset=pid hides /proc/sys/kernel/random/boot_id; heartbeats and clock stamps
+    need it (edge.bootid reads $EDGE_BOOT_ID instead). Found when the forwarder crashed at
+    its first heartbeat under its unit (tests/deploy/test_systemd_chain.py)."""
+    svc = parse_unit(UNIT_DIR / name)["Service"]
+    assert one(svc, "ProcSubset") == "pid"
+    assert "EDGE_BOOT_ID=%b" in svc["Environment"]
+
+
 @pytest.mark.parametrize("name", ALL_SERVICES)
 def test_each_service_gets_only_what_its_program_needs(name: str) -> None:
     user, families, caps, private_devices, private_users, state, writable = TABLE[name]

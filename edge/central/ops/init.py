@@ -26,6 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from edge.central.ops.access import grant_service_access
 from edge.central.ops.errors import OpsError
 from edge.central.ops.layout import (
     DEFAULT_PATHS,
@@ -82,9 +83,12 @@ def init_central(directory: Path, *, broker_host: str, broker_port: int = 8883,
                  service_port: int = 8884,
                  broker_names: list[str] | None = None, apn: str = "",
                  ca_passphrase_file: Path | None = None,
+                 service_group: str | None = None,
                  now: datetime | None = None) -> CentralLayout:
     """Make the central folder. ``broker_names`` (DNS names or IP addresses) go into the
-    broker certificate; the default is ``broker_host`` alone."""
+    broker certificate; the default is ``broker_host`` alone. ``service_group``: the group
+    the central services run as (``edge-central``), given read access to what they use
+    (``edge.central.ops.access``); None keeps the whole folder root's."""
     directory = Path(directory).absolute()
     if directory.exists() and any(directory.iterdir()):
         raise OpsError(f"{directory} is not empty: init never overwrites a fleet CA; choose "
@@ -145,4 +149,7 @@ def init_central(directory: Path, *, broker_host: str, broker_port: int = 8883,
     write_central_toml(directory, render_central_toml(
         broker_host=broker_host, broker_port=broker_port, service_port=service_port, apn=apn,
         ca_passphrase_file=ca_passphrase_file))
-    return load_layout(directory)
+    layout = load_layout(directory)
+    if service_group is not None:
+        grant_service_access(layout, service_group)
+    return layout

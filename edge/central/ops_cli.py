@@ -9,6 +9,7 @@ offline CSR signing, revocation and the daily CRL refresh.
     edge-central crl refresh | crl status
     edge-central codes [--device-id ID]
     edge-central service-access [--group edge-central]    (after replacing a service key)
+    edge-central broker-config --out /etc/mosquitto/edge [--bind ADDR] [--service-bind ADDR]
 
 Every command but ``init`` takes ``--dir`` (default ``$EDGE_CENTRAL_DIR`` or
 ``/etc/edge-central``). See docs/provisioning.md.
@@ -29,6 +30,7 @@ from types import FrameType
 
 from cryptography import x509
 
+from edge.broker import render_broker_config
 from edge.central.ops.access import SERVICE_GROUP, grant_service_access
 from edge.central.ops.authority import Central
 from edge.central.ops.errors import OpsError
@@ -140,6 +142,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device-id")
     p.set_defaults(handler=_codes)
 
+    p = sub.add_parser("broker-config", help="write the central Mosquitto's config (repo "
+                       "template + ACL) for this central folder's ports and files")
+    _dir_arg(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for mosquitto.conf and edge.acl (include it from "
+                        "/etc/mosquitto/conf.d or start mosquitto -c OUT/mosquitto.conf)")
+    p.add_argument("--bind", default=None, metavar="ADDR",
+                   help="address of the device listener (default: every address)")
+    p.add_argument("--service-bind", default="127.0.0.1", metavar="ADDR",
+                   help="address of the central services' listener: loopback or the "
+                        "central network, never what devices reach (default 127.0.0.1)")
+    p.add_argument("--persistence", type=Path, default=Path("/var/lib/mosquitto"),
+                   help="folder for sessions and queued messages (default /var/lib/mosquitto)")
+    p.add_argument("--user", default=None,
+                   help="user Mosquitto drops to when started as root (default: mosquitto)")
+    p.add_argument("--log-dest", default="syslog", help="syslog (default), stderr or 'file P'")
+    p.set_defaults(handler=_broker_config)
+
     p = sub.add_parser("service-access", help="give the central services' group read access "
                        "to the files they use (init does it; again after replacing a key)")
     _dir_arg(p)
@@ -153,6 +173,32 @@ def _default_service_group() -> str | None:
     except KeyError:
         return None
     return SERVICE_GROUP
+
+
+def _broker_config(args: argparse.Namespace) -> int:
+    layout = load_layout(central_dir(args.dir))
+    if layout.services_port == layout.broker_port:
+        raise OpsError(f"{layout.root / 'central.toml'}: [broker] service_port is the device "
+                       "port: give the central services their own port (e.g. 8884) so the "
+                       "device listener can hold devices to their own client ids",
+                       key="central.one_port")
+    files = {"cafile": layout.path("ca_dir") / "ca.pem", "certfile": layout.path("broker_cert"),
+             "keyfile": layout.path("broker_key"), "crlfile": layout.path("crl")}
+    conf = render_broker_config(
+        args.out, port=layout.broker_port, bind_address=args.bind,
+        service_port=layout.services_port, service_bind_address=args.service_bind,
+        cafile=files["cafile"], certfile=files["certfile"], keyfile=files["keyfile"],
+        crlfile=files["crlfile"], persistence_dir=args.persistence, user=args.user,
+        log_dest=args.log_dest)
+    print(f"wrote {conf} and {conf.with_name('edge.acl')}")
+    print(f"  devices:          port {layout.broker_port}"
+          f"{' on ' + args.bind if args.bind else ''} (client id = certificate CN)")
+    print(f"  central services: port {layout.services_port} on {args.service_bind}")
+    print("Mosquitto reads these as its own user (it drops privileges first): make them "
+          "readable to it, and keep the CRL current (edge-central crl refresh):")
+    for path in files.values():
+        print(f"  {path}")
+    return 0
 
 
 def _service_access(args: argparse.Namespace) -> int:

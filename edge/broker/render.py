@@ -108,9 +108,8 @@ def render_broker_config(
         atomic_write_bytes(acl_path, acl_text().encode("utf-8"), mode=0o644)
     else:
         acl_path = Path(acl_file).absolute()
-    if bind_address is not None and (not bind_address or any(c.isspace() for c in bind_address)):
-        raise BrokerConfigError(f"bind_address = {bind_address!r}: give one address or host")
-    for name, addr in (("service_bind_address", service_bind_address),):
+    for name, addr in (("bind_address", bind_address),
+                       ("service_bind_address", service_bind_address)):
         if addr is not None and (not addr or any(c.isspace() for c in addr)):
             raise BrokerConfigError(f"{name} = {addr!r}: give one address or host")
     if service_port is not None and service_port == port:

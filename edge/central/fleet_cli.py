@@ -212,39 +212,28 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _fill_from_central_toml(args: argparse.Namespace) -> None:
-    """``--broker``/``--mqtt-*`` left out: from central.toml (see the module comment)."""
+    """``--broker``/``--mqtt-*`` left out: from central.toml, resolved as the receiver
+    resolves it (``edge.central.settings``), with the ``central-fleet`` identity."""
     if args.broker and (args.insecure_plain_mqtt
                         or (args.mqtt_ca and args.mqtt_cert and args.mqtt_key)):
         return
-    from edge.central.ops.layout import DEFAULT_PATHS
-    from edge.central.settings import find_config, read_config
+    from edge.central.settings import find_config, load_settings
 
     path = find_config(args.config)
     if path is None:
         raise ConfigError("no broker given: pass --broker HOST[:PORT] with --mqtt-ca, "
                           "--mqtt-cert and --mqtt-key, or --config central.toml (the file "
                           "'edge-central init' writes)")
-    data = read_config(path)
-    base = path.parent.absolute()
-    broker = data.get("broker", {}) if isinstance(data.get("broker"), dict) else {}
-    paths = data.get("paths", {}) if isinstance(data.get("paths"), dict) else {}
-
-    def folder(name: str) -> Path:
-        value = paths.get(name, DEFAULT_PATHS[name])
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: [paths] {name} = {value!r}: expected a folder path")
-        return base / value
-
+    s = load_settings(path)
     if not args.broker:
-        host = broker.get("service_host") or broker.get("host")
-        port = broker.get("service_port") or broker.get("port") or 8883
-        if not isinstance(host, str) or not host or not isinstance(port, int):
+        if not s.broker_host:
             raise ConfigError(f"{path}: [broker] needs host (and service_port): the broker "
                               "address central services connect to")
-        args.broker = f"{host}:{port}"
-    args.mqtt_ca = args.mqtt_ca or folder("ca_dir") / "ca.pem"
-    args.mqtt_cert = args.mqtt_cert or folder("services_dir") / "central-fleet.pem"
-    args.mqtt_key = args.mqtt_key or folder("services_dir") / "central-fleet.key"
+        args.broker = f"{s.broker_host}:{s.broker_port}"
+    args.mqtt_ca = args.mqtt_ca or s.ca
+    if s.services_dir is not None:
+        args.mqtt_cert = args.mqtt_cert or s.services_dir / "central-fleet.pem"
+        args.mqtt_key = args.mqtt_key or s.services_dir / "central-fleet.key"
 
 
 def forget(args: argparse.Namespace) -> int:

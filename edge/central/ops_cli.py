@@ -182,21 +182,20 @@ def _broker_config(args: argparse.Namespace) -> int:
                        "port: give the central services their own port (e.g. 8884) so the "
                        "device listener can hold devices to their own client ids",
                        key="central.one_port")
-    files = {"cafile": layout.path("ca_dir") / "ca.pem", "certfile": layout.path("broker_cert"),
-             "keyfile": layout.path("broker_key"), "crlfile": layout.path("crl")}
+    ca, cert, key, crl = (layout.path("ca_dir") / "ca.pem", layout.path("broker_cert"),
+                          layout.path("broker_key"), layout.path("crl"))
     conf = render_broker_config(
         args.out, port=layout.broker_port, bind_address=args.bind,
         service_port=layout.services_port, service_bind_address=args.service_bind,
-        cafile=files["cafile"], certfile=files["certfile"], keyfile=files["keyfile"],
-        crlfile=files["crlfile"], persistence_dir=args.persistence, user=args.user,
-        log_dest=args.log_dest)
+        cafile=ca, certfile=cert, keyfile=key, crlfile=crl, persistence_dir=args.persistence,
+        user=args.user, log_dest=args.log_dest)
     print(f"wrote {conf} and {conf.with_name('edge.acl')}")
     print(f"  devices:          port {layout.broker_port}"
           f"{' on ' + args.bind if args.bind else ''} (client id = certificate CN)")
     print(f"  central services: port {layout.services_port} on {args.service_bind}")
     print("Mosquitto reads these as its own user (it drops privileges first): make them "
           "readable to it, and keep the CRL current (edge-central crl refresh):")
-    for path in files.values():
+    for path in (ca, cert, key, crl):
         print(f"  {path}")
     return 0
 

@@ -36,7 +36,6 @@ import contextlib
 import logging
 import os
 import random
-import socket
 import ssl
 import threading
 import time
@@ -54,6 +53,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.broker.client import set_nodelay
 from edge.central.checks import check_manifest, verify_recording
 from edge.central.devices import DeviceDirectory
 from edge.central.settings import CentralSettings, default_client_id
@@ -402,12 +402,7 @@ class ReceiverApp:
             log.error("broker refused the connection: %s (check the central-receiver "
                       "certificate and the broker's CA/CRL)", rc)
             return
-        # paho leaves Nagle on; the small PUBACKs and States that slide each device's window
-        # must not wait for the broker's delayed ACK (bench/custody_chain.py: 2-3x goodput).
-        sock = client.socket()
-        if isinstance(sock, socket.socket):   # an SSLSocket is one
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(client)   # edge.broker.client says why
         self._attempt = 0
         self._session_present = bool(getattr(flags, "session_present", False))
         client.subscribe(subscription(UP, share=SHARE_GROUP), qos=1)

@@ -55,7 +55,6 @@ __all__ = [
     "default_client_id",
     "find_config",
     "load_settings",
-    "read_config",
     "settings_from_args",
 ]
 
@@ -92,6 +91,7 @@ class CentralSettings:
     receipt_key: Path | None = None
     sealing_key: Path | None = None
     device_certs_dir: Path | None = None
+    services_dir: Path | None = None     # the central services' identities (fleet view's too)
     broker_host: str | None = None
     broker_port: int = 8883
     client_id: str | None = None         # None: default_client_id(), no session resume
@@ -123,11 +123,6 @@ def find_config(arg: str | Path | None) -> Path | None:
     if os.environ.get("EDGE_CENTRAL_DIR"):
         return Path(os.environ["EDGE_CENTRAL_DIR"]) / "central.toml"
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """The TOML document at ``path``; a missing file or bad syntax is a ``ConfigError``."""
-    return _read(path)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -195,6 +190,7 @@ def _from_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                                           if services else None),
         "receipt_key": rel(c.opt_path("receipt_key")) or from_paths("receipt_private_key"),
         "sealing_key": rel(c.opt_path("sealing_key")) or from_paths("sealing_private_key"),
+        "services_dir": from_paths("services_dir"),
         "device_certs_dir": rel(c.opt_path("device_certs_dir")) or from_paths(
             "device_certs_dir") or base / "devices",
         # the broker's service listener if central.toml names one, else its device address

@@ -38,6 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.broker.client import set_nodelay
 from edge.forward.config import MqttConfig
 from edge.forward.reconnect import Failure
 
@@ -83,14 +84,6 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
         return Failure.NETWORK
     return Failure.BROKER
-
-
-def set_nodelay(client: mqtt.Client) -> None:
-    """Switch Nagle's algorithm off on the client's connected socket."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):   # an SSLSocket is one
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def tls_context(mc: MqttConfig) -> ssl.SSLContext:
@@ -184,10 +177,7 @@ class MqttLink:
             except (OSError, ssl.SSLError) as e:
                 self._emit(Disconnected(classify(e), f"connect: {e}", False))
                 continue
-            # paho leaves Nagle on. The custody protocol is request/answer (offers, PUBACKs,
-            # the receiver's States slide the window): each small packet held back waiting
-            # for an ACK stalls the whole window (measured: bench/custody_chain.py).
-            set_nodelay(self.client)
+            set_nodelay(self.client)   # edge.broker.client says why
             self.client.loop_start()  # paho's network thread; it ends when the link does
             thread = self.client._thread
             dropped_at: float | None = None

@@ -47,8 +47,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edge.bootid import BOOT_ID_PATH as _KERNEL_BOOT_ID
-from edge.bootid import read_boot_id
+from edge.bootid import BOOT_ID_PATH, read_boot_id
 
 __all__ = [
     "DEFAULT_STALE_AFTER_S",
@@ -97,7 +96,6 @@ DEFAULT_STALE_AFTER_S: Mapping[str, float] = {
 FALLBACK_STALE_AFTER_S = 60.0
 
 PROGRAM_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-BOOT_ID_PATH = _KERNEL_BOOT_ID
 DEFAULT_TMPFS_DIR = Path("/run/edge")
 DEVICE_STATE_DIR = Path("/var/lib/edge")
 _MAX_FILE_BYTES = 64 * 1024

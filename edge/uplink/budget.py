@@ -61,7 +61,6 @@ POLICY_TELEMETRY_ONLY: Final = "telemetry_only"
 METERED_POLICIES: Final = (POLICY_ALL, POLICY_PRIORITY_ONLY, POLICY_TELEMETRY_ONLY)
 
 SYS_CLASS_NET = Path("/sys/class/net")
-BOOT_ID = BOOT_ID_PATH
 
 
 def _start_in_month(year: int, month: int, start_day: int) -> date:
@@ -115,7 +114,7 @@ def read_counters(ifname: str, root: Path = SYS_CLASS_NET) -> Counters | None:
     return Counters(ifindex, rx, tx)
 
 
-def current_boot_id(path: Path = BOOT_ID) -> str:
+def current_boot_id(path: Path = BOOT_ID_PATH) -> str:
     return read_boot_id(path)
 
 

@@ -19,7 +19,8 @@ from edge.central.fleet.service import FleetService
 from edge.central.fleet.store_sqlite import SqliteStore
 from edge.central.fleet.web import create_app
 from edge.telemetry.schema import last_will, online_status
-from tests.fleet.fleet_support import free_port, payload
+from tests.fleet.fleet_support import payload
+from tests.support.broker import free_port
 
 NOW = 1_767_225_600.0 + 12 * 3600  # a fixed "now" so pages and counts are reproducible
 

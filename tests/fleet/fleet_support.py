@@ -7,7 +7,6 @@ clashing with other test folders' conftest modules; conftest.py re-exports the f
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,12 +76,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FleetStore
 # --- a real Mosquitto with mutual TLS ----------------------------------------------------------
 # The shared broker (tests/support/broker.py: repo config, client certificates, the fleet
 # ACL) behind the small surface these tests use.
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass(frozen=True)
 class TlsFiles:

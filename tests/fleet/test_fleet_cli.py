@@ -16,8 +16,9 @@ from edge.central.fleet.store_sqlite import SqliteStore
 from edge.central.fleet_cli import parse_hostport
 from edge.errors import ConfigError
 from edge.telemetry.schema import online_status
-from tests.fleet.fleet_support import Broker, free_port, payload
+from tests.fleet.fleet_support import Broker, payload
 from tests.fleet.test_fleet_subscriber import client
+from tests.support.broker import free_port
 
 
 def test_serve_subscribes_serves_and_stops_cleanly(broker: Broker, tmp_path: Path) -> None:

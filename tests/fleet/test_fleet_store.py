@@ -128,7 +128,7 @@ def test_open_store_refuses_unknown_urls() -> None:
 
 
 def test_unreachable_postgres_says_what_to_check(tmp_path: Path) -> None:
-    from tests.fleet.fleet_support import free_port
+    from tests.support.broker import free_port
 
     url = f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/test"
     with pytest.raises(StoreUnavailable, match="server is up") as e:

@@ -149,14 +149,7 @@ def test_flaps_below_the_thresholds_neither_switch_nor_lose_a_recording(
     for round_ in range(3):
         if round_ == 2:
             assert not site.all_purged(), "the batch finished before the flaps: no proof"
-        topo.blackhole("wired", True)
-        time.sleep(0.3)
-        topo.blackhole("wired", False)
-        time.sleep(1.0)
-        topo.carrier("wired", False)  # cable wiggle
-        time.sleep(0.1)
-        topo.carrier("wired", True)
-        time.sleep(1.0)
+        topo.short_bursts("wired")
     site.wait(site.all_purged, 60, "every receipt")
     site.check_delivered_exactly_once({u.recording_id for u in items})
     doc = site.uplink.status()

@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,14 +129,7 @@ def test_bursts_below_the_thresholds_never_switch(
                 wired={"interval_s": 0.5, "timeout_s": 0.3, "standby_interval_s": 0.5})
     up.wait_active("wired", 10)
     for _ in range(3):
-        topo.blackhole("wired", True)
-        time.sleep(0.3)
-        topo.blackhole("wired", False)
-        time.sleep(1.0)
-        topo.carrier("wired", False)  # cable wiggle
-        time.sleep(0.1)
-        topo.carrier("wired", True)
-        time.sleep(1.0)
+        topo.short_bursts("wired")
     doc = up.status()
     assert doc["active"] == "wired" and doc["switch_seq"] == 1, doc["last_switch"]
     log = up.log.read_text()

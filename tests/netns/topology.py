@@ -234,6 +234,18 @@ class Topology:
         else:
             self.ip(self.isp(link), "route", "replace", "default", "via", CORE[link][0])
 
+    def short_bursts(self, link: str) -> None:
+        """One round of faults below the failover thresholds: a 0.3 s blackhole, then a
+        0.1 s cable wiggle, each followed by a second of calm (~2.4 s in all)."""
+        self.blackhole(link, True)
+        time.sleep(0.3)
+        self.blackhole(link, False)
+        time.sleep(1.0)
+        self.carrier(link, False)  # cable wiggle
+        time.sleep(0.1)
+        self.carrier(link, True)
+        time.sleep(1.0)
+
     def shape(self, link: str, rate: str = "4mbit") -> None:
         """tbf both ways: downloads on the ISP's egress, uploads on the device's egress."""
         for ns, ifname in ((self.isp(link), "dn0"), (self.dev, DEV_IF[link])):

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from edge.telemetry.schema import online_status
-from tests.fleet.fleet_support import free_port, payload
+from tests.fleet.fleet_support import payload
 from tests.provision.provision_support import Fleet, central_fleet
-from tests.support.broker import publish_and_wait
+from tests.support.broker import free_port, publish_and_wait
 
 
 @pytest.fixture
